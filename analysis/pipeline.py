@@ -1,0 +1,450 @@
+"""The precompute job: dataset -> samples -> worse responses -> PM / RM scores -> SEAM, in DuckDB.
+
+Each stage asks the DB what is still missing and only does that, committing one unit at a time
+(a chunk of ingested rows, a batch of generations, a page of scored samples). So a run killed at any
+point (SIGKILL included) resumes where it stopped when the same command is rerun, and a finished run
+rerun is a no-op. The final `seam_metrics` table is recomputed from the scores at the end of every run.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import platform
+import time
+import uuid
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from analysis import store
+from analysis.config import PrecomputeConfig
+from analysis.ingest import ColumnMap, Reject, Sample, open_records, parse_records, response_id
+
+PACKAGES = ("seam-lens", "torch", "transformers", "duckdb", "sentence-transformers", "umap-learn",
+            "numpy", "pandas", "gguf", "datasets", "streamlit")
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = "not installed"
+    return out
+
+
+def hash_unit(sample_id: str) -> float:
+    """Deterministic position of a sample in [0, 1): used by --fraction and --shard."""
+    return int(sample_id[:8], 16) / 16**8
+
+
+def in_shard(sample_id: str, shard: tuple[int, int] | None) -> bool:
+    return shard is None or int(sample_id[8:16], 16) % shard[1] == shard[0]
+
+
+@dataclass
+class RunStats:
+    """What a run did, stage by stage: stored as the run summary and printed at the end."""
+    timings: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    pm_tokens: int = 0
+    pm_seconds: float = 0.0
+
+    def add(self, key: str, n: int = 1) -> None:
+        self.counts[key] = self.counts.get(key, 0) + n
+
+
+class Precompute:
+    """Runs the stages in order. Models are loaded one at a time and released after their stage."""
+
+    def __init__(self, cfg: PrecomputeConfig, log: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.db = cfg.db
+        self.log = log
+        self.stats = RunStats()
+        self.run_id = uuid.uuid4().hex[:12]
+        self._encoder = None
+
+    # ------------------------------------------------------------ orchestration
+    def run(self) -> dict:
+        cfg = self.cfg
+        store.start_run(self.db, self.run_id, "precompute", cfg.to_dict(), package_versions())
+        try:
+            for name, stage in [("ingest", self.ingest), ("embed", self.embed_prompts),
+                                ("contrast", self.build_contrast), ("adv", self.build_adv),
+                                ("generated", self.build_generated), ("policy_samples", self.build_policy_samples),
+                                ("pm_scores", self.score_policies), ("rm_scores", self.score_rewards),
+                                ("prompt_map", self.build_prompt_map), ("finalize", self.finalize)]:
+                t0 = time.perf_counter()
+                stage()
+                self.stats.timings[name] = round(time.perf_counter() - t0, 2)
+            summary = self.summary()
+            store.finish_run(self.db, self.run_id, "done", summary, self.model_records())
+            return summary
+        except BaseException as exc:
+            try:
+                store.finish_run(self.db, self.run_id, "failed",
+                                 {"error": repr(exc), **self.stats.__dict__})
+            except Exception:
+                pass
+            raise
+
+    def _pbar(self, **kw):
+        return tqdm(disable=not self.cfg.progress, dynamic_ncols=True, **kw)
+
+    # ------------------------------------------------------------ ingest
+    def ingest(self) -> None:
+        cfg = self.cfg
+        records = open_records(cfg.dataset, split=cfg.split, data_dir=cfg.data_dir)
+        columns = ColumnMap.parse(cfg.columns) if cfg.columns else None
+        samples: list[dict] = []
+        responses: list[tuple] = []
+        rejects: list[dict] = []
+        n_kept = 0
+        fmt_seen: set[str] = set()
+
+        def flush() -> None:
+            with store.writer(self.db) as con:
+                store.insert(con, "datasets", [(cfg.name, cfg.format if cfg.format != "auto" else
+                                                ",".join(sorted(fmt_seen)) or "auto", cfg.dataset)])
+                store.insert(con, "samples", samples)
+                store.insert(con, "responses", responses)
+                store.insert(con, "rejects", rejects)
+            samples.clear(), responses.clear(), rejects.clear()
+
+        bar = self._pbar(desc="ingest", unit="row")
+        for item in parse_records(records, dataset=cfg.name, fmt=cfg.format, columns=columns):
+            bar.update(1)
+            if isinstance(item, Reject):
+                rejects.append({"dataset": item.dataset, "source_row": item.source_row,
+                                "reason": item.reason, "raw": item.raw})
+                self.stats.add("rejects")
+            else:
+                if cfg.fraction is not None and hash_unit(item.sample_id) >= cfg.fraction:
+                    continue
+                if not in_shard(item.sample_id, cfg.shard):
+                    continue
+                fmt_seen.add(str(item.meta.get("format", cfg.format)))
+                samples.append(self._sample_row(item))
+                responses.append((response_id(item.sample_id, "gold", item.gold), item.sample_id,
+                                  "gold", 0, item.gold, {}))
+                if "rejected" in cfg.variants and item.rejected:
+                    responses.append((response_id(item.sample_id, "rejected", item.rejected),
+                                      item.sample_id, "rejected", 0, item.rejected, {"source": "dataset"}))
+                n_kept += 1
+            if len(samples) + len(rejects) >= 2000:
+                flush()
+            if cfg.limit is not None and n_kept >= cfg.limit:
+                break
+        bar.close()
+        flush()
+        self.stats.counts["samples"] = n_kept
+        self.log(f"ingest: {n_kept} samples, {self.stats.counts.get('rejects', 0)} rejected rows")
+
+    @staticmethod
+    def _sample_row(s: Sample) -> dict:
+        return {"sample_id": s.sample_id, "dataset": s.dataset, "source_row": s.source_row,
+                "source": s.source, "prompt": s.prompt, "gold": s.gold, "rejected": s.rejected,
+                "meta": s.meta}
+
+    def _samples(self) -> list[tuple[str, str, str, str | None]]:
+        con = store.connect(self.db)
+        try:
+            return store.iter_samples(con, self.cfg.name)
+        finally:
+            con.close()
+
+    # ------------------------------------------------------------ embeddings / contrast / adv
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from analysis.embed import Encoder
+            self._encoder = Encoder(self.cfg.encoder, device=self.cfg.device)
+        return self._encoder
+
+    def embed_prompts(self) -> None:
+        con = store.connect(self.db)
+        try:
+            todo = con.execute(
+                "SELECT s.sample_id, s.prompt FROM samples s WHERE s.dataset = ? AND NOT EXISTS"
+                " (SELECT 1 FROM prompt_embeddings e WHERE e.sample_id = s.sample_id) ORDER BY s.source_row",
+                [self.cfg.name]).fetchall()
+        finally:
+            con.close()
+        for start in range(0, len(todo), 4096):
+            chunk = todo[start:start + 4096]
+            emb = self.encoder.encode([p for _, p in chunk], progress=self.cfg.progress)
+            with store.writer(self.db) as con:
+                store.insert(con, "prompt_embeddings", [(sid, e.tolist()) for (sid, _), e in zip(chunk, emb)])
+
+    def build_contrast(self) -> None:
+        cfg = self.cfg
+        if "contrast" not in cfg.variants:
+            return
+        from analysis.worse import contrast_neighbours
+        samples = self._samples()
+        con = store.connect(self.db)
+        try:
+            done = store.existing_variant_samples(con, "contrast", cfg.name)
+            if len(done) >= len(samples):
+                return
+            ids = [s[0] for s in samples]
+            emb_rows = dict(con.execute(
+                "SELECT sample_id, embedding FROM prompt_embeddings WHERE sample_id IN"
+                " (SELECT sample_id FROM samples WHERE dataset = ?)", [cfg.name]).fetchall())
+        finally:
+            con.close()
+        prompt_emb = np.asarray([emb_rows[i] for i in ids], dtype=np.float32)
+        answers = [s[2] for s in samples]
+        answer_emb = self.encoder.encode(answers, progress=cfg.progress)
+        neigh = contrast_neighbours(prompt_emb, answer_emb, cfg.k, threshold=cfg.contrast_threshold,
+                                    answers=answers)
+        rows = []
+        for (sid, _, _, _), nb in zip(samples, neigh):
+            if sid in done:
+                continue
+            if len(nb) < cfg.k:
+                self.stats.add("contrast_short")
+            for idx, (j, sim) in enumerate(nb):
+                text = answers[j]
+                rows.append((response_id(sid, "contrast", text), sid, "contrast", idx, text,
+                             {"neighbour": ids[j], "similarity": round(float(sim), 4),
+                              "threshold": cfg.contrast_threshold}))
+        with store.writer(self.db) as con:
+            store.insert(con, "responses", rows)
+        self.stats.add("contrast_responses", len(rows))
+
+    def build_adv(self) -> None:
+        cfg = self.cfg
+        if "adv" not in cfg.variants:
+            return
+        from analysis.worse import adversarial
+        con = store.connect(self.db)
+        try:
+            done = store.existing_variant_samples(con, "adv", cfg.name)
+        finally:
+            con.close()
+        rows = []
+        for sid, _, gold, _ in self._samples():
+            if sid in done:
+                continue
+            for idx, (text, prov) in enumerate(adversarial(gold, cfg.k, seed=f"{cfg.seed}:{sid}")):
+                rows.append((response_id(sid, "adv", text), sid, "adv", idx, text, prov))
+        with store.writer(self.db) as con:
+            store.insert(con, "responses", rows)
+        self.stats.add("adv_responses", len(rows))
+
+    # ------------------------------------------------------------ generation
+    def _load_policy(self, ref: str):
+        from analysis.policy import PolicyConfig, PolicyModel
+        pm = PolicyModel(ref, self.cfg.models_path,
+                         PolicyConfig(device=self.cfg.device, dtype=self.cfg.dtype,
+                                      max_length=self.cfg.max_length, token_budget=self.cfg.token_budget))
+        self._record_model(ref, "policy", pm)
+        return pm
+
+    def _record_model(self, ref: str, role: str, model) -> None:
+        from analysis.models import weights_sha256
+        info = model.info()
+        resolved = str(info.get("path", ref))
+        sha = weights_sha256(resolved) if Path(resolved).exists() else ""
+        with store.writer(self.db) as con:
+            store.upsert_model(con, ref, role, resolved, sha, info)
+
+    def _generate(self, variant: str, generator: str, n: int, instruction: str | None, pm=None) -> None:
+        """Sample `n` responses per prompt in fixed batches (fixed by sample order, seeded per batch),
+        committing one batch at a time, so a resumed run produces exactly the same texts."""
+        cfg = self.cfg
+        samples = self._samples()
+        con = store.connect(self.db)
+        try:
+            done = store.existing_variant_samples(con, variant, cfg.name, generator=generator)
+        finally:
+            con.close()
+        bs = cfg.gen_batch_size
+        batches = [samples[i:i + bs] for i in range(0, len(samples), bs)]
+        todo = [(bi, b) for bi, b in enumerate(batches) if any(s[0] not in done for s in b)]
+        if not todo:
+            return
+        own = pm is None
+        pm = pm or self._load_policy(generator)
+        bar = self._pbar(desc=f"{variant} ({generator})", total=sum(len(b) for _, b in todo), unit="prompt")
+        for bi, batch in todo:
+            outs = pm.generate([s[1] for s in batch], n=n, instruction=instruction,
+                               max_new_tokens=cfg.gen_max_new_tokens, temperature=cfg.gen_temperature,
+                               seed=cfg.seed * 100003 + bi, batch_size=bs, progress=False)
+            rows = []
+            for (sid, _, gold, _), texts in zip(batch, outs):
+                if sid in done:
+                    continue
+                for idx, text in enumerate(texts):
+                    if not text.strip():
+                        self.stats.add(f"{variant}_empty")
+                        continue
+                    prov = {"generator": generator, "temperature": cfg.gen_temperature,
+                            "max_new_tokens": cfg.gen_max_new_tokens, "seed": cfg.seed, "batch": bi,
+                            "instruction": instruction, "same_as_gold": text.strip() == gold.strip()}
+                    rows.append((response_id(sid, variant, text), sid, variant, idx, text, prov))
+            with store.writer(self.db) as con:
+                store.insert(con, "responses", rows)
+            self.stats.add(f"{variant}_responses", len(rows))
+            bar.update(len(batch))
+        bar.close()
+        if own:
+            del pm
+            gc.collect()
+
+    def build_generated(self) -> None:
+        cfg = self.cfg
+        if "generated" not in cfg.variants:
+            return
+        generator = cfg.generator or (cfg.policies[0] if cfg.policies else None)
+        if generator is None:
+            raise ValueError("variant 'generated' needs --generator or at least one --policy")
+        from analysis.policy import WORSE_ANSWER_INSTRUCTION
+        self._generate("generated", generator, cfg.k, WORSE_ANSWER_INSTRUCTION)
+
+    def build_policy_samples(self) -> None:
+        if self.cfg.policy_samples <= 0:
+            return
+        for ref in self.cfg.policies:
+            self._generate("policy", ref, self.cfg.policy_samples, None)
+
+    # ------------------------------------------------------------ scoring
+    def _score_pages(self, kind: str, ref: str, score_fn) -> None:
+        """Score every response of the dataset that has no score from `ref`, one page per commit."""
+        cfg = self.cfg
+        con = store.connect(self.db)
+        try:
+            table, col = {"pm": ("pm_scores", "policy"), "rm": ("rm_scores", "reward")}[kind]
+            total = con.execute(
+                f"SELECT count(*) FROM responses r JOIN samples s USING (sample_id) WHERE s.dataset = ?"
+                f" AND NOT EXISTS (SELECT 1 FROM {table} t WHERE t.response_id = r.response_id AND t.{col} = ?)",
+                [cfg.name, ref]).fetchone()[0]
+        finally:
+            con.close()
+        if total == 0:
+            return
+        bar = self._pbar(desc=f"{kind} {ref}", total=total, unit="resp")
+        after = ""
+        while True:
+            con = store.connect(self.db)
+            try:
+                page = store.pending_scores(con, kind, ref, cfg.name, after=after, limit=cfg.page_samples)
+            finally:
+                con.close()
+            if not page:
+                break
+            rows = score_fn(page)
+            with store.writer(self.db) as con:
+                store.insert(con, table, rows)
+            after = page[-1][0]
+            bar.update(len(page))
+        bar.close()
+
+    def score_policies(self) -> None:
+        for ref in self.cfg.policies:
+            pm = self._load_policy(ref)
+
+            def fn(page, pm=pm, ref=ref):
+                t0 = time.perf_counter()
+                res = pm.score([p[2] for p in page], [p[3] for p in page], progress=False)
+                self.stats.pm_seconds += time.perf_counter() - t0
+                self.stats.pm_tokens += sum(n for _, n in res)
+                return [(p[1], ref, float(lp), int(n), float(lp) / max(int(n), 1)) for p, (lp, n) in zip(page, res)]
+
+            self._score_pages("pm", ref, fn)
+            del pm
+            gc.collect()
+
+    def score_rewards(self) -> None:
+        from analysis.reward import RewardModel
+        for ref in self.cfg.rewards:
+            rm = RewardModel(ref, device=self.cfg.device, dtype=self.cfg.dtype, batch_size=self.cfg.rm_batch_size)
+            self._record_model(ref, "reward", rm)
+
+            def fn(page, rm=rm, ref=ref):
+                scores = rm.score([p[2] for p in page], [p[3] for p in page], progress=False)
+                return [(p[1], ref, float(s)) for p, s in zip(page, scores)]
+
+            self._score_pages("rm", ref, fn)
+            del rm
+            gc.collect()
+
+    # ------------------------------------------------------------ map / finalize
+    def build_prompt_map(self) -> None:
+        if not self.cfg.umap:
+            return
+        con = store.connect(self.db)
+        try:
+            missing = con.execute(
+                "SELECT count(*) FROM prompt_embeddings e WHERE NOT EXISTS"
+                " (SELECT 1 FROM prompt_map m WHERE m.sample_id = e.sample_id)").fetchone()[0]
+            if not missing:
+                return
+            rows = con.execute("SELECT sample_id, embedding FROM prompt_embeddings ORDER BY sample_id").fetchall()
+        finally:
+            con.close()
+        from analysis.embed import umap_coords
+        emb = np.asarray([r[1] for r in rows], dtype=np.float32)
+        self.log(f"prompt map: UMAP of {len(rows)} prompts")
+        xy = umap_coords(emb, seed=self.cfg.seed)
+        with store.writer(self.db) as con:
+            con.execute("DELETE FROM prompt_map")
+            store.insert(con, "prompt_map", [(sid, float(x), float(y)) for (sid, _), (x, y) in zip(rows, xy)])
+
+    def finalize(self) -> None:
+        with store.writer(self.db) as con:
+            store.finalize(con)
+
+    # ------------------------------------------------------------ reporting
+    def model_records(self) -> dict:
+        con = store.connect(self.db)
+        try:
+            return {f"{role}:{m}": {"sha256": sha, "resolved": res}
+                    for m, role, res, sha in con.execute("SELECT model, role, resolved, sha256 FROM models").fetchall()}
+        finally:
+            con.close()
+
+    def summary(self) -> dict:
+        s = self.stats
+        con = store.connect(self.db)
+        try:
+            counts = store.table_counts(con)
+            rejects = dict(con.execute(
+                "SELECT reason, count(*) FROM rejects WHERE dataset = ? GROUP BY reason ORDER BY 2 DESC",
+                [self.cfg.name]).fetchall())
+            seam = con.execute(
+                "SELECT variant, policy, reward, count(*), avg(seam), median(seam), avg(hack_rate)"
+                " FROM seam_metrics GROUP BY ALL ORDER BY ALL").fetchall()
+        finally:
+            con.close()
+        return {
+            "run_id": self.run_id, "timings_s": s.timings, "counts": s.counts, "table_rows": counts,
+            "rejects_by_reason": rejects, "notes": s.notes,
+            "pm_tokens": s.pm_tokens,
+            "pm_tokens_per_s": round(s.pm_tokens / s.pm_seconds, 1) if s.pm_seconds else None,
+            "seam_by_variant": [
+                {"variant": v, "policy": p, "reward": r, "n": n, "mean_seam": m, "median_seam": md,
+                 "hack_rate": hr} for v, p, r, n, m, md, hr in seam],
+        }
+
+
+def run_precompute(cfg: PrecomputeConfig, log: Callable[[str], None] = print) -> dict:
+    """Run (or resume) a precompute; returns the run summary stored in `runs`."""
+    summary = Precompute(cfg, log).run()
+    if cfg.shard is not None:
+        parts = store.export_parts(cfg.db, cfg.db.parent / "parts", f"shard-{cfg.shard[0]}-of-{cfg.shard[1]}")
+        log(f"shard parts written: {len(parts)} files under {cfg.db.parent / 'parts'}")
+    return summary
+
+
+def dumps(summary: dict) -> str:
+    return json.dumps(summary, indent=2, default=str)

@@ -1,0 +1,116 @@
+-- SEAM Lens results schema (DuckDB). Every statement is idempotent: the store runs this file on
+-- every write connection. Documented in README.md ("SQL interface"); notebooks and the app read these
+-- relations with plain SQL.
+
+-- One row per ingested dataset (a dataset is named by the reference given on the command line).
+CREATE TABLE IF NOT EXISTS datasets (
+    dataset     VARCHAR PRIMARY KEY,
+    format      VARCHAR,            -- trl | stackexchange | hh | gold | chatterbot
+    source      VARCHAR,            -- path / hub id / builtin
+    added_at    TIMESTAMP DEFAULT current_timestamp
+);
+
+-- One row per (prompt, gold response). sample_id is a content hash of (prompt, gold): stable across
+-- reruns and machines, so labels and exports keyed by it survive re-ingestion.
+CREATE TABLE IF NOT EXISTS samples (
+    sample_id   VARCHAR PRIMARY KEY,
+    dataset     VARCHAR NOT NULL,
+    source_row  BIGINT,             -- row number in the source (first occurrence)
+    source      VARCHAR,            -- sub-source / category inside the dataset (e.g. chatterbot topic)
+    prompt      VARCHAR NOT NULL,
+    gold        VARCHAR NOT NULL,   -- chosen / reference answer (also stored as the 'gold' response)
+    rejected    VARCHAR,            -- the dataset's own rejected answer, if any
+    meta        JSON
+);
+
+-- Malformed input rows: never dropped silently. Keyed by (dataset, source_row) so reruns add nothing.
+CREATE TABLE IF NOT EXISTS rejects (
+    dataset     VARCHAR NOT NULL,
+    source_row  BIGINT NOT NULL,
+    reason      VARCHAR NOT NULL,
+    raw         VARCHAR,            -- the offending row, truncated JSON
+    PRIMARY KEY (dataset, source_row)
+);
+
+-- Every response that gets scored: the gold one (variant 'gold'), the worse ones (contrast / adv /
+-- generated / rejected) and policy samples (variant 'policy'). response_id = hash(sample_id, variant, text).
+CREATE TABLE IF NOT EXISTS responses (
+    response_id VARCHAR PRIMARY KEY,
+    sample_id   VARCHAR NOT NULL,
+    variant     VARCHAR NOT NULL,
+    idx         INTEGER NOT NULL,   -- position within (sample, variant)
+    text        VARCHAR NOT NULL,
+    provenance  JSON                -- neighbour id + similarity, perturbation kinds, generator, ...
+);
+
+-- Model references exactly as given on the command line (so the same value reuses the model).
+CREATE TABLE IF NOT EXISTS models (
+    model       VARCHAR NOT NULL,
+    role        VARCHAR NOT NULL,   -- policy | reward
+    resolved    VARCHAR,            -- local directory actually loaded
+    sha256      VARCHAR,            -- hash of the weight files
+    info        JSON,               -- family, n_params, dtype, device, chat template used, ...
+    PRIMARY KEY (model, role)
+);
+
+-- PM log-probs of each response given its prompt: l(y) summed over response tokens (EOS included).
+CREATE TABLE IF NOT EXISTS pm_scores (
+    response_id  VARCHAR NOT NULL,
+    policy       VARCHAR NOT NULL,
+    logprob_sum  DOUBLE NOT NULL,
+    n_tokens     INTEGER NOT NULL,
+    logprob_mean DOUBLE NOT NULL,
+    PRIMARY KEY (response_id, policy)
+);
+
+-- RM scalar reward r(x, y).
+CREATE TABLE IF NOT EXISTS rm_scores (
+    response_id VARCHAR NOT NULL,
+    reward      VARCHAR NOT NULL,
+    score       DOUBLE NOT NULL,
+    PRIMARY KEY (response_id, reward)
+);
+
+-- Prompt embeddings (MiniLM, L2-normalised) and their 2-D UMAP coordinates, cached for the prompt map.
+CREATE TABLE IF NOT EXISTS prompt_embeddings (
+    sample_id   VARCHAR PRIMARY KEY,
+    embedding   FLOAT[]
+);
+CREATE TABLE IF NOT EXISTS prompt_map (
+    sample_id   VARCHAR PRIMARY KEY,
+    x           DOUBLE,
+    y           DOUBLE
+);
+
+-- One row per CLI invocation that writes: full config, package versions, model hashes, summary.
+CREATE TABLE IF NOT EXISTS runs (
+    run_id      VARCHAR PRIMARY KEY,
+    command     VARCHAR,
+    status      VARCHAR,            -- running | done | failed
+    started_at  TIMESTAMP,
+    finished_at TIMESTAMP,
+    config      JSON,
+    versions    JSON,
+    models      JSON,
+    summary     JSON
+);
+
+-- Imported RLHF results of the user's own runs (seam import-rlhf FILE.csv).
+CREATE TABLE IF NOT EXISTS rlhf_results (
+    policy      VARCHAR NOT NULL,
+    reward      VARCHAR NOT NULL,
+    score       DOUBLE NOT NULL,
+    source      VARCHAR,
+    PRIMARY KEY (policy, reward, source)
+);
+
+-- Materialised per-sample metrics at the default setting (alpha = 1, hard hacking), refreshed at the
+-- end of every precompute (store.finalize). Other alpha/tau: SELECT * FROM seam_at(alpha, tau).
+CREATE TABLE IF NOT EXISTS seam_metrics (
+    sample_id VARCHAR, variant VARCHAR, policy VARCHAR, reward VARCHAR,
+    seam DOUBLE, seam_rel DOUBLE, hack_rate DOUBLE, k INTEGER,
+    pm_prefers_gold BOOLEAN, rm_prefers_gold BOOLEAN, mean_tokens DOUBLE, gold_tokens INTEGER,
+    rank_agreement DOUBLE
+);
+CREATE OR REPLACE VIEW seam AS
+SELECT sample_id, variant, policy, reward, seam, seam_rel, hack_rate, k FROM seam_metrics;

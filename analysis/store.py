@@ -1,0 +1,321 @@
+"""The results store: one DuckDB file, written in short transactions.
+
+Why short: DuckDB lets one process hold a file read-write and then nobody else may open it, not even
+read-only. The dashboard must keep working while a precompute runs, so writers open the file, commit a
+unit of work and close it again (`writer()`); readers retry briefly when they hit the lock
+(`connect()`). Every insert is `INSERT OR IGNORE` on content-hash keys, which is what makes a killed
+run safe to rerun: finished units are skipped, half-finished ones were never committed.
+
+All SQL that writes lives here or in analysis/sql/*.sql; read queries for the app live in
+analysis/queries.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import duckdb
+import pyarrow as pa
+
+SQL_FILES = ("schema.sql", "metrics.sql")
+
+# Columns written by the pipeline, in table order (inserts name them explicitly).
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "datasets": ("dataset", "format", "source"),
+    "samples": ("sample_id", "dataset", "source_row", "source", "prompt", "gold", "rejected", "meta"),
+    "rejects": ("dataset", "source_row", "reason", "raw"),
+    "responses": ("response_id", "sample_id", "variant", "idx", "text", "provenance"),
+    "pm_scores": ("response_id", "policy", "logprob_sum", "n_tokens", "logprob_mean"),
+    "rm_scores": ("response_id", "reward", "score"),
+    "prompt_embeddings": ("sample_id", "embedding"),
+    "prompt_map": ("sample_id", "x", "y"),
+    "rlhf_results": ("policy", "reward", "score", "source"),
+}
+
+# Tables (not views/macros) that a shard exports as Parquet parts and `merge_parts` reads back.
+DATA_TABLES = ("datasets", "samples", "rejects", "responses", "models", "pm_scores", "rm_scores",
+               "prompt_embeddings", "prompt_map")
+
+
+class StoreLocked(RuntimeError):
+    """Raised when the DB stayed locked by another process for longer than the timeout."""
+
+
+def _sql(name: str) -> str:
+    return resources.files("analysis").joinpath("sql", name).read_text()
+
+
+def init_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create tables, views and metric macros (idempotent)."""
+    for name in SQL_FILES:
+        con.execute(_sql(name))
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    msg = str(exc).lower()
+    return "lock" in msg or "conflicting" in msg or "being used by another" in msg
+
+
+def connect(db: str | Path, *, read_only: bool = True, timeout_s: float = 30.0) -> duckdb.DuckDBPyConnection:
+    """Open the DB, retrying while another process holds the write lock.
+
+    Readers use this per query batch and close promptly so a running precompute can get in too.
+    """
+    db = Path(db)
+    if read_only and not db.exists():
+        raise FileNotFoundError(f"no results DB at {db}: run `seam precompute` or `seam demo` first")
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(db), read_only=read_only)
+        except (duckdb.IOException, duckdb.ConnectionException) as exc:
+            if not _is_lock_error(exc) or time.monotonic() > deadline:
+                if _is_lock_error(exc):
+                    raise StoreLocked(f"{db} is locked by another process for > {timeout_s:.0f}s") from exc
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+@contextmanager
+def writer(db: str | Path, *, timeout_s: float = 300.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short read-write session: one transaction, committed on success, rolled back on error."""
+    db = Path(db)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    con = connect(db, read_only=False, timeout_s=timeout_s)
+    try:
+        init_schema(con)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            yield con
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+    finally:
+        con.close()
+
+
+def _jsonify(value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
+
+
+def insert(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[dict] | Sequence[Sequence]) -> int:
+    """INSERT OR IGNORE rows (dicts keyed by column, or tuples in COLUMNS order). Returns rows offered."""
+    if not rows:
+        return 0
+    cols = COLUMNS[table]
+    if isinstance(rows[0], dict):
+        data = {c: [_jsonify(r.get(c)) for r in rows] for c in cols}
+    else:
+        data = {c: [_jsonify(r[i]) for r in rows] for i, c in enumerate(cols)}
+    arrow = pa.table(data)
+    con.register("_incoming", arrow)
+    try:
+        collist = ", ".join(cols)
+        con.execute(f"INSERT OR IGNORE INTO {table} ({collist}) SELECT {collist} FROM _incoming")
+    finally:
+        con.unregister("_incoming")
+    return len(rows)
+
+
+def upsert_model(con: duckdb.DuckDBPyConnection, model: str, role: str, resolved: str, sha256: str,
+                 info: dict) -> None:
+    con.execute(
+        "INSERT OR REPLACE INTO models (model, role, resolved, sha256, info) VALUES (?, ?, ?, ?, ?)",
+        [model, role, resolved, sha256, json.dumps(info, sort_keys=True, default=str)],
+    )
+
+
+# ---------------------------------------------------------------- runs
+
+def start_run(db: Path, run_id: str, command: str, config: dict, versions: dict) -> None:
+    with writer(db) as con:
+        con.execute(
+            "INSERT OR REPLACE INTO runs (run_id, command, status, started_at, config, versions, models, summary)"
+            " VALUES (?, ?, 'running', current_timestamp, ?, ?, '{}', '{}')",
+            [run_id, command, json.dumps(config, default=str), json.dumps(versions)],
+        )
+
+
+def finish_run(db: Path, run_id: str, status: str, summary: dict, models: dict | None = None) -> None:
+    with writer(db) as con:
+        con.execute(
+            "UPDATE runs SET status = ?, finished_at = current_timestamp, summary = ?,"
+            " models = coalesce(?, models) WHERE run_id = ?",
+            [status, json.dumps(summary, default=str),
+             json.dumps(models, default=str) if models is not None else None, run_id],
+        )
+
+
+# ---------------------------------------------------------------- work lists (resume)
+
+def existing_variant_samples(con: duckdb.DuckDBPyConnection, variant: str, dataset: str,
+                             generator: str | None = None) -> set[str]:
+    """Sample ids of `dataset` that already have responses of `variant` (optionally by generator)."""
+    sql = ("SELECT DISTINCT r.sample_id FROM responses r JOIN samples s USING (sample_id)"
+           " WHERE r.variant = ? AND s.dataset = ?")
+    params: list = [variant, dataset]
+    if generator is not None:
+        sql += " AND json_extract_string(r.provenance, '$.generator') = ?"
+        params.append(generator)
+    return {row[0] for row in con.execute(sql, params).fetchall()}
+
+
+def pending_scores(con: duckdb.DuckDBPyConnection, kind: str, model: str, dataset: str,
+                   after: str = "", limit: int = 512) -> list[tuple[str, str, str, str]]:
+    """Next page of (sample_id, response_id, prompt, text) with no score from `model` yet.
+
+    Paged by sample_id so memory stays bounded and all responses of a prompt arrive together (the PM
+    shares the prompt's forward pass across them).
+    """
+    table, col = {"pm": ("pm_scores", "policy"), "rm": ("rm_scores", "reward")}[kind]
+    return con.execute(
+        f"""
+        WITH todo AS (
+            SELECT r.sample_id, r.response_id, r.text FROM responses r JOIN samples s USING (sample_id)
+            WHERE s.dataset = ? AND r.sample_id > ?
+              AND NOT EXISTS (SELECT 1 FROM {table} t WHERE t.response_id = r.response_id AND t.{col} = ?)
+        ), page AS (SELECT DISTINCT sample_id FROM todo ORDER BY sample_id LIMIT ?)
+        SELECT t.sample_id, t.response_id, s.prompt, t.text
+        FROM todo t JOIN page USING (sample_id) JOIN samples s USING (sample_id)
+        ORDER BY t.sample_id, t.response_id
+        """,
+        [dataset, after, model, limit],
+    ).fetchall()
+
+
+def iter_samples(con: duckdb.DuckDBPyConnection, dataset: str) -> list[tuple[str, str, str, str | None]]:
+    """(sample_id, prompt, gold, rejected) of a dataset in a stable order."""
+    return con.execute(
+        "SELECT sample_id, prompt, gold, rejected FROM samples WHERE dataset = ? ORDER BY source_row",
+        [dataset],
+    ).fetchall()
+
+
+# ---------------------------------------------------------------- finalize
+
+def finalize(con: duckdb.DuckDBPyConnection) -> None:
+    """Materialise seam_metrics at the default setting (alpha = 1, hard hacking).
+
+    Recomputed from scratch each time, so it is idempotent and always consistent with the scores.
+    """
+    con.execute(
+        """
+        CREATE OR REPLACE TABLE seam_metrics AS
+        SELECT s.*, ra.rank_agreement
+        FROM seam_at(1.0, 0.0) s
+        LEFT JOIN rank_agreement_at(1.0) ra USING (sample_id, variant, policy, reward)
+        """
+    )
+
+
+def table_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in DATA_TABLES + ("seam_metrics", "runs")}
+
+
+# ---------------------------------------------------------------- shards (scale-out)
+
+def export_parts(db: Path, parts_dir: Path, shard_name: str) -> list[Path]:
+    """Write every data table of a shard DB as `parts_dir/<table>/<shard_name>.parquet`."""
+    out = []
+    con = connect(db, read_only=True)
+    try:
+        for table in DATA_TABLES:
+            target = parts_dir / table / f"{shard_name}.parquet"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(".parquet.tmp")
+            con.execute(f"COPY {table} TO '{tmp}' (FORMAT parquet)")
+            tmp.replace(target)
+            out.append(target)
+    finally:
+        con.close()
+    return out
+
+
+def merge_parts(db: Path, parts_dir: Path) -> dict[str, int]:
+    """Load all shards' Parquet parts into `db` (INSERT OR IGNORE: safe to rerun), then finalize."""
+    with writer(db) as con:
+        for table in DATA_TABLES:
+            files = sorted((parts_dir / table).glob("*.parquet"))
+            if not files:
+                continue
+            con.execute(
+                f"INSERT OR IGNORE INTO {table} SELECT * FROM read_parquet(?, union_by_name = true)",
+                [[str(f) for f in files]],
+            )
+        finalize(con)
+        return table_counts(con)
+
+
+def rows(con: duckdb.DuckDBPyConnection, sql: str, params: Iterable | None = None) -> list[tuple]:
+    return con.execute(sql, list(params or [])).fetchall()
+
+
+# ---------------------------------------------------------------- imported RLHF results
+
+def import_rlhf_csv(db: Path, csv: Path, source: str | None = None) -> int:
+    """Load a CSV of the user's own RLHF runs (columns pm, rm, score; extra columns ignored).
+
+    Rows with a missing model name or a non-numeric score are refused with their line numbers rather
+    than skipped, so a typo never silently shrinks the saturation grid.
+    """
+    if not Path(csv).exists():
+        raise FileNotFoundError(f"no such CSV: {csv}")
+    source = source or Path(csv).name
+    with writer(db) as con:
+        con.execute("CREATE OR REPLACE TEMP TABLE _rlhf AS SELECT *, row_number() OVER () + 1 AS _line"
+                    " FROM read_csv(?, header = true, all_varchar = true)", [str(csv)])
+        cols = {c[0].lower() for c in con.execute("DESCRIBE _rlhf").fetchall()}
+        missing = {"pm", "rm", "score"} - cols
+        if missing:
+            raise ValueError(f"{csv}: missing column(s) {sorted(missing)}; expected pm, rm, score")
+        bad = con.execute("SELECT _line FROM _rlhf WHERE coalesce(trim(pm), '') = '' OR coalesce(trim(rm), '') = ''"
+                          " OR TRY_CAST(score AS DOUBLE) IS NULL ORDER BY _line LIMIT 20").fetchall()
+        if bad:
+            raise ValueError(f"{csv}: bad rows (empty pm/rm or non-numeric score) at lines {[b[0] for b in bad]}")
+        con.execute("INSERT OR REPLACE INTO rlhf_results (policy, reward, score, source)"
+                    " SELECT trim(pm), trim(rm), CAST(score AS DOUBLE), ? FROM _rlhf", [source])
+        return con.execute("SELECT count(*) FROM _rlhf").fetchone()[0]
+
+
+# ---------------------------------------------------------------- description (seam info, run summaries)
+
+def describe(db: Path) -> dict:
+    """What a DB holds: datasets, models, variants, counts, rejects, runs and the SEAM summary."""
+    con = connect(db, read_only=True)
+    try:
+        def q(sql: str, params: list | None = None) -> list[dict]:
+            cur = con.execute(sql, params or [])
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, r)) for r in cur.fetchall()]
+
+        return {
+            "db": str(db),
+            "tables": table_counts(con),
+            "datasets": q("""SELECT d.dataset, d.format, d.source,
+                                    (SELECT count(*) FROM samples s WHERE s.dataset = d.dataset) AS samples,
+                                    (SELECT count(*) FROM rejects r WHERE r.dataset = d.dataset) AS rejects
+                             FROM datasets d ORDER BY d.dataset"""),
+            "models": q("SELECT model, role, resolved, sha256 FROM models ORDER BY role, model"),
+            "variants": q("SELECT variant, count(*) AS responses, count(DISTINCT sample_id) AS samples"
+                          " FROM responses GROUP BY variant ORDER BY variant"),
+            "rejects_by_reason": q("SELECT dataset, reason, count(*) AS n FROM rejects GROUP BY ALL ORDER BY n DESC LIMIT 20"),
+            "runs": q("SELECT run_id, command, status, started_at, finished_at FROM runs"
+                      " ORDER BY started_at DESC LIMIT 5"),
+            "seam": q("SELECT variant, policy, reward, count(*) AS n, avg(seam) AS mean_seam,"
+                      " median(seam) AS median_seam, avg(hack_rate) AS hack_rate"
+                      " FROM seam_metrics GROUP BY ALL ORDER BY ALL"),
+            "rm_accuracy": q("SELECT * FROM rm_accuracy ORDER BY reward, variant"),
+        }
+    finally:
+        con.close()
