@@ -52,6 +52,7 @@ def _add_precompute_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-dir", type=Path, help="where converted models live (default: <db dir>/models)")
     p.add_argument("--no-umap", dest="umap", action="store_false")
     p.add_argument("--shard", help="i/n: process only this shard of the samples; also writes Parquet parts")
+    p.add_argument("--page-samples", type=int, default=256, help="samples per scoring commit (resume unit)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--db", type=Path, default=DEFAULT_DB)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -71,7 +72,8 @@ def cmd_precompute(args) -> int:
         gen_max_new_tokens=args.gen_max_new_tokens, gen_temperature=args.gen_temperature,
         gen_batch_size=args.gen_batch_size, policy_samples=args.policy_samples, encoder=args.encoder,
         models_dir=args.models_dir, umap=args.umap,
-        shard=parse_shard(args.shard) if args.shard else None, progress=not args.quiet)
+        shard=parse_shard(args.shard) if args.shard else None, page_samples=args.page_samples,
+        progress=not args.quiet)
     summary = run_precompute(cfg)
     print(dumps(summary))
     return 0

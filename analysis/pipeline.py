@@ -170,6 +170,9 @@ class Precompute:
         return self._encoder
 
     def embed_prompts(self) -> None:
+        """Prompt embeddings feed contrast retrieval and the prompt map; skipped when neither is on."""
+        if "contrast" not in self.cfg.variants and not self.cfg.umap:
+            return
         con = store.connect(self.db)
         try:
             todo = con.execute(

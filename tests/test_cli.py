@@ -1,0 +1,59 @@
+"""The `seam` command line as a user runs it (subprocess for the entry point, main() for the rest)."""
+
+import json
+import subprocess
+import sys
+
+from analysis import store
+from analysis.cli import main
+
+
+def test_help_lists_subcommands():
+    out = subprocess.run([sys.executable, "-m", "analysis.cli", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for sub in ("precompute", "demo", "app", "info", "train-rm", "import-rlhf", "merge"):
+        assert sub in out
+
+
+def test_bad_flags_give_clear_errors(tmp_path, capsys):
+    assert main(["precompute", "x.jsonl", "--variants", "contrast,bogus", "--db", str(tmp_path / "a.duckdb")]) == 2
+    assert "unknown variants ['bogus']" in capsys.readouterr().err
+    assert main(["precompute", str(tmp_path / "missing.jsonl"), "--variants", "rejected",
+                 "--db", str(tmp_path / "a.duckdb"), "--no-umap"]) == 2
+    assert "missing.jsonl" in capsys.readouterr().err
+    assert main(["info", "--db", str(tmp_path / "none.duckdb")]) == 2
+
+
+def test_ingest_only_precompute_records_rejects_and_is_idempotent(tmp_path, capsys):
+    """No models: the job still ingests, builds adv/rejected responses and records malformed rows."""
+    data = tmp_path / "prefs.jsonl"
+    rows = [
+        {"prompt": "What is 2+2?", "chosen": "It is 4.", "rejected": "It is 5."},
+        {"prompt": "Capital of France?", "chosen": "Paris is the capital of France.", "rejected": "Lyon."},
+        {"prompt": "Empty chosen", "chosen": "", "rejected": "x"},
+        {"prompt": "Same", "chosen": "same answer", "rejected": "same answer"},
+        {"unrelated": 1},
+    ]
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    db = tmp_path / "seam.duckdb"
+    args = ["precompute", str(data), "--variants", "adv,rejected", "--k", "2", "--no-umap", "--db", str(db),
+            "--quiet"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert '"rejects": 3' in first
+    con = store.connect(db)
+    counts = dict(con.execute("SELECT variant, count(*) FROM responses GROUP BY 1").fetchall())
+    assert counts == {"gold": 2, "rejected": 2, "adv": 4}
+    assert con.execute("SELECT count(*) FROM rejects").fetchone()[0] == 3
+    reasons = " ".join(r[0] for r in con.execute("SELECT reason FROM rejects").fetchall())
+    assert "empty" in reasons and "identical" in reasons
+    before = store.table_counts(con)
+    con.close()
+    assert main(args) == 0  # rerun: nothing new
+    con = store.connect(db)
+    after = store.table_counts(con)
+    assert {k: v for k, v in after.items() if k != "runs"} == {k: v for k, v in before.items() if k != "runs"}
+    assert con.execute("SELECT count(*), count(*) FILTER (WHERE status = 'done') FROM runs").fetchone() == (2, 2)
+    con.close()
+    assert main(["info", "--db", str(db)]) == 0
+    assert "rejects" in capsys.readouterr().out
