@@ -422,7 +422,8 @@ class Precompute:
         try:
             counts = store.table_counts(con)
             rejects = dict(con.execute(
-                "SELECT reason, count(*) FROM rejects WHERE dataset = ? GROUP BY reason ORDER BY 2 DESC",
+                "SELECT split_part(reason, ':', 1) AS kind, count(*) FROM rejects WHERE dataset = ?"
+                " GROUP BY kind ORDER BY 2 DESC",
                 [self.cfg.name]).fetchall())
             seam = con.execute(
                 "SELECT variant, policy, reward, count(*), avg(seam), median(seam), avg(hack_rate)"

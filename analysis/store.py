@@ -309,7 +309,8 @@ def describe(db: Path) -> dict:
             "models": q("SELECT model, role, resolved, sha256 FROM models ORDER BY role, model"),
             "variants": q("SELECT variant, count(*) AS responses, count(DISTINCT sample_id) AS samples"
                           " FROM responses GROUP BY variant ORDER BY variant"),
-            "rejects_by_reason": q("SELECT dataset, reason, count(*) AS n FROM rejects GROUP BY ALL ORDER BY n DESC LIMIT 20"),
+            "rejects_by_reason": q("SELECT dataset, split_part(reason, ':', 1) AS reason, count(*) AS n, min(source_row)"
+                                   " AS first_row FROM rejects GROUP BY ALL ORDER BY n DESC LIMIT 20"),
             "runs": q("SELECT run_id, command, status, started_at, finished_at FROM runs"
                       " ORDER BY started_at DESC LIMIT 5"),
             "seam": q("SELECT variant, policy, reward, count(*) AS n, avg(seam) AS mean_seam,"
