@@ -361,6 +361,7 @@ class Precompute:
                 res = pm.score([p[2] for p in page], [p[3] for p in page], progress=False)
                 self.stats.pm_seconds += time.perf_counter() - t0
                 self.stats.pm_tokens += sum(n for _, n in res)
+                self.stats.add("pm_unscorable_too_long", sum(1 for lp, _ in res if lp != lp))
                 return [(p[1], ref, float(lp), int(n), float(lp) / max(int(n), 1)) for p, (lp, n) in zip(page, res)]
 
             self._score_pages("pm", ref, fn)

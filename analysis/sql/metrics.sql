@@ -12,6 +12,7 @@ WITH sc AS (
     JOIN pm_scores p USING (response_id)
     JOIN rm_scores s USING (response_id)
     WHERE r.variant NOT IN ('policy')
+      AND isfinite(p.logprob_sum)  -- NaN = response longer than the PM's max_length (counted in runs)
 )
 SELECT w.sample_id, w.variant, w.response_id, w.policy, w.reward, w.lp, w.n_tokens, w.score,
        g.lp AS lp_gold, g.score AS score_gold, g.n_tokens AS n_tokens_gold

@@ -1,0 +1,561 @@
+"""Policy model (PM): log-prob scoring of responses and sampling of new ones.
+
+SEAM needs `l(y) = sum_t log pi(y_t | x, y_<t)` for the gold and k worse responses of every prompt (SPEC §3). The
+reference code computes it one sequence at a time with a full-vocabulary log-softmax at every position; that is
+the oracle here (`reference_logprob`) and the slow baseline of `benchmarks/bench_pm_scoring.py`. `PolicyModel.score`
+computes the same numbers faster (SPEC §5) by
+
+* encoding the prompt and the response(+EOS) separately and concatenating the ids, in every code path, so the
+  prompt/response boundary (and hence `n(y)`) is identical in the oracle and the fast path;
+* running each distinct prompt once and sharing its KV cache across all of its responses (the cache rows are
+  gathered per response batch), so k+1 responses cost one prompt pass, not k+1;
+* bucketing by length (longest first, so an out-of-memory shows up on the first batch) under a budget of padded
+  tokens per forward pass (`token_budget`, counting the cached prompt positions too, which bounds KV memory);
+* applying the LM head only to the hidden states of response positions, in row chunks, with `logsumexp` on those
+  rows: no `[batch, seq, vocab]` tensor ever exists (Gemma's vocabulary is 262k);
+* `torch.inference_mode`, SDPA attention, bf16 on GPU (via `analysis.devices`).
+
+Prompts longer than `max_length - n(y)` are left-truncated and the number of dropped prompt tokens is reported
+(`score_detailed`), never hidden; a response that alone does not fit gets a NaN log-prob rather than a wrong one.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+import torch
+
+from analysis.devices import pick_device, pick_dtype
+from analysis.models import default_models_dir, model_info, resolve_model
+
+log = logging.getLogger(__name__)
+
+PAPER_PROMPT_FORMAT = "Question: {x}\n\nAnswer: "
+"""The paper's format, used when the PM has no chat template (e.g. Gemma-3-270M base)."""
+
+WORSE_ANSWER_INSTRUCTION = (
+    "Write a short answer to the question below that sounds plausible but is wrong or unhelpful. "
+    "Do not say that it is wrong and do not explain.\n\nQuestion: {prompt}"
+)
+"""Wraps a prompt for the `generated` worse-response variant. A 135M PM often answers correctly anyway (SPEC §4),
+which is why the pipeline records what was actually produced."""
+
+# rows x vocab per LM-head chunk: 32M floats = 128 MiB of fp32 logits on CPU, 4x that on a GPU (fewer launches)
+_HEAD_CHUNK_ELEMENTS = {"cpu": 1 << 25, "cuda": 1 << 27}
+_MIN_RESPONSES_TO_SHARE = 1.5  # below this mean (responses per distinct prompt) sharing only adds a forward pass
+
+
+@dataclass
+class PolicyConfig:
+    """How to load and batch the PM. `token_budget` = padded tokens per forward pass; raise it on a GPU."""
+
+    device: str = "auto"
+    dtype: str = "auto"
+    max_length: int = 1024
+    token_budget: int = 4096
+    attn_implementation: str = "sdpa"
+    share_prompt_cache: bool = True  # False: one flat padded sequence per pair (fallback / benchmark control)
+
+
+class ScoreResult(NamedTuple):
+    """One scored (prompt, response) pair. `logprob` is NaN only when the response alone exceeds max_length."""
+
+    logprob: float
+    n_tokens: int  # response tokens incl. the closing EOS = n(y)
+    prompt_tokens: int  # prompt tokens actually conditioned on
+    truncated_prompt_tokens: int  # prompt tokens dropped on the left to fit max_length (0 = exact)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# tokenization shared by every code path
+# ----------------------------------------------------------------------------------------------------------------
+
+def has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def format_prompt(tokenizer: Any, prompt: str) -> str:
+    """The PM's chat template (one user turn + generation prompt) when it has one, else the paper's format."""
+    if has_chat_template(tokenizer):
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+    return PAPER_PROMPT_FORMAT.format(x=prompt)
+
+
+def _adds_bos(tokenizer: Any) -> bool:
+    """Whether the tokenizer itself prepends BOS (Gemma, Llama-2 do; SmolLM2, Qwen do not)."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bool(with_special) and with_special[0] == bos
+
+
+def encode_prompt(tokenizer: Any, formatted_prompt: str) -> list[int]:
+    """Token ids of an already formatted prompt.
+
+    A chat-template rendering already contains its own special tokens (as `apply_chat_template(tokenize=True)`
+    assumes), so nothing is added; the plain paper format gets the BOS the tokenizer would add (Gemma needs it).
+    """
+    ids = list(tokenizer(formatted_prompt, add_special_tokens=False)["input_ids"])
+    if not has_chat_template(tokenizer) and _adds_bos(tokenizer) and ids[:1] != [tokenizer.bos_token_id]:
+        ids.insert(0, tokenizer.bos_token_id)
+    return ids
+
+
+def eos_token_id(tokenizer: Any, model: Any = None) -> int:
+    """The id that closes a response: the tokenizer's EOS (end of turn for chat models), else the model's."""
+    eos = tokenizer.eos_token_id
+    if eos is None and model is not None:
+        eos = getattr(model.generation_config, "eos_token_id", None)
+        if isinstance(eos, (list, tuple)):
+            eos = eos[0] if eos else None
+    if eos is None:
+        raise ValueError("the PM's tokenizer has no EOS token; cannot close responses")
+    return int(eos)
+
+
+def encode_response(tokenizer: Any, response: str, eos_id: int) -> list[int]:
+    """Response ids (no special tokens added) closed by EOS: the model must also predict that it stops."""
+    return list(tokenizer(response, add_special_tokens=False)["input_ids"]) + [eos_id]
+
+
+def truncate_prompt(prompt_ids: Sequence[int], n_response: int, max_length: int,
+                    bos_id: int | None = None) -> tuple[list[int], int]:
+    """Left-truncate the prompt so prompt + response fits `max_length`; keep a leading BOS. Returns (ids, dropped).
+
+    The response is never cut (that would change l(y)); callers handle `n_response >= max_length` themselves.
+    """
+    ids = list(prompt_ids)
+    room = max_length - n_response
+    if len(ids) <= room:
+        return ids, 0
+    if room < 1:
+        raise ValueError(f"response of {n_response} tokens leaves no room for the prompt in max_length={max_length}")
+    keep_bos = bos_id is not None and ids[:1] == [bos_id] and room >= 2
+    kept = ([bos_id] if keep_bos else []) + ids[len(ids) - (room - int(keep_bos)):]
+    return kept, len(ids) - len(kept)
+
+
+def pack_by_length(lengths: Sequence[int], token_budget: int, extra: int = 0) -> list[list[int]]:
+    """Greedy length bucketing: indices sorted longest first, each batch padded to its first (longest) item and
+    holding as many items as fit `len(batch) * (max_len + extra) <= token_budget` (at least one).
+
+    `extra` is per-row context outside the padded input (the shared prompt's cached positions), so the budget also
+    bounds attention/KV memory. Longest first makes a too-large budget fail on the first batch, not after an hour.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    width = 0
+    for i in order:
+        if current and (len(current) + 1) * (width + extra) > token_budget:
+            batches.append(current)
+            current = []
+        if not current:
+            width = lengths[i]
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# oracle
+# ----------------------------------------------------------------------------------------------------------------
+
+@torch.inference_mode()
+def reference_logprob(model: Any, tokenizer: Any, formatted_prompt: str, response: str) -> tuple[float, int]:
+    """The straightforward computation (one sequence, full log-softmax, no padding): the oracle for `score`.
+
+    Same tokenization as the fast path (`encode_prompt` + `encode_response`), so any difference is numerics.
+    """
+    prompt_ids = encode_prompt(tokenizer, formatted_prompt)
+    response_ids = encode_response(tokenizer, response, eos_token_id(tokenizer, model))
+    ids = torch.tensor([prompt_ids + response_ids], device=next(model.parameters()).device)
+    logits = model(input_ids=ids).logits[0].float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    p = len(prompt_ids)
+    targets = ids[0, p:]
+    picked = logprobs[p - 1:-1].gather(1, targets[:, None]).squeeze(1)
+    return float(picked.double().sum()), len(response_ids)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the model
+# ----------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Pair:
+    index: int  # position in the caller's input
+    response_ids: list[int]
+    dropped: int
+
+
+class PolicyModel:
+    """A causal LM used as the PM: loads any `from_pretrained` reference (see `analysis.models.resolve_model`)."""
+
+    def __init__(self, ref: str, models_dir: Path | str | None = None, config: PolicyConfig | None = None):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.ref = ref
+        self.config = config or PolicyConfig()
+        self.resolved = resolve_model(ref, models_dir if models_dir is not None else default_models_dir())
+        self.device = pick_device(self.config.device)
+        self.dtype = pick_dtype(self.config.dtype, self.device)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.resolved)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(self.resolved, dtype=self.dtype,
+                                                         attn_implementation=self.config.attn_implementation)
+        except (ValueError, ImportError) as exc:  # e.g. an architecture without SDPA support
+            log.warning("attn_implementation=%r unavailable (%s); using the model default",
+                        self.config.attn_implementation, exc)
+            model = AutoModelForCausalLM.from_pretrained(self.resolved, dtype=self.dtype)
+        self.model = model.to(self.device).eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.eos_id = eos_token_id(self.tokenizer, self.model)
+        self.pad_id = int(self.tokenizer.pad_token_id)
+        self.chat = has_chat_template(self.tokenizer)
+        self.last_truncated = 0  # pairs whose prompt was left-truncated in the latest score() call
+        self.last_mode = ""  # "shared" (prompt KV reused) or "flat" (one sequence per pair) in the latest call
+        self._decoder = self.model.get_decoder()
+        params = inspect.signature(self._decoder.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.x
+        self._fast_head = True
+        self._fast_head = self._check_fast_head()
+        if self.config.share_prompt_cache and not _cache_is_sliceable(self.model.config):
+            log.warning("%s: its KV cache holds more than plain keys/values (e.g. recurrent states); prompt "
+                        "sharing is off, every pair is scored as its own sequence", ref)
+            self.config = dataclasses.replace(self.config, share_prompt_cache=False)
+
+    # -- formatting ------------------------------------------------------------------------------------------
+
+    def format_prompt(self, prompt: str) -> str:
+        return format_prompt(self.tokenizer, prompt)
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        return encode_prompt(self.tokenizer, self.format_prompt(prompt))
+
+    def info(self) -> dict[str, Any]:
+        info = model_info(self.model, ref=self.ref, resolved=self.resolved)
+        info.update(
+            path=self.resolved,  # what from_pretrained loaded (the pipeline records it with the digest)
+            prompt_format="chat_template" if self.chat else PAPER_PROMPT_FORMAT,
+            eos_token=self.tokenizer.convert_ids_to_tokens(self.eos_id),
+            max_length=self.config.max_length,
+            token_budget=self.config.token_budget,
+            attn_implementation=getattr(self.model.config, "_attn_implementation", None),
+            share_prompt_cache=self.config.share_prompt_cache,
+            fast_head=self._fast_head,
+        )
+        return info
+
+    # -- LM head on selected rows ----------------------------------------------------------------------------
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits for a few hidden rows, reproducing the CausalLM head (incl. Gemma-2 style soft-capping)."""
+        logits = self.model.get_output_embeddings()(hidden)
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def _forward(self, **kwargs: Any) -> torch.Tensor:
+        """Per-position states: decoder hidden states (fast head) or full logits (fallback for exotic heads)."""
+        cache = kwargs.pop("cache", None)
+        if cache is not None:
+            kwargs[self._cache_kw] = cache
+        if self._fast_head:
+            return self._decoder(**kwargs).last_hidden_state
+        return self.model(**kwargs).logits
+
+    def _row_logprobs(self, states: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """log p(targets[j] | states[rows[j]]) for each j, computing logsumexp once per distinct state row and
+        never more than `_HEAD_CHUNK_ELEMENTS` logits at a time."""
+        out = torch.empty(len(targets), dtype=torch.float64, device=states.device)
+        vocab = self.model.config.get_text_config().vocab_size or 1
+        chunk = max(1, _HEAD_CHUNK_ELEMENTS.get(states.device.type, 1 << 25) // vocab)
+        for start in range(0, states.shape[0], chunk):
+            stop = min(start + chunk, states.shape[0])
+            sel = (rows >= start) & (rows < stop)
+            if not bool(sel.any()):
+                continue
+            block = states[start:stop]
+            logits = (self._head(block) if self._fast_head else block).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            local = rows[sel] - start
+            picked = logits[local, targets[sel]] - lse[local]
+            out[sel] = picked.double()
+        return out
+
+    @torch.inference_mode()
+    def _check_fast_head(self) -> bool:
+        """Decoder + LM head must reproduce the model's own logits; architectures that post-process logits in a
+        way `_head` does not know get the (memory-hungrier) full-logits path instead of wrong numbers."""
+        ids = torch.tensor([encode_prompt(self.tokenizer, self.format_prompt("Hello, who are you?"))],
+                           device=self.device)
+        want = self.model(input_ids=ids).logits[0, -1].float()
+        got = self._head(self._decoder(input_ids=ids).last_hidden_state[0, -1:]).float()[0]
+        tol = 1e-3 if self.dtype == torch.float32 else 5e-2
+        ok = torch.allclose(want, got, atol=tol * max(1.0, float(want.abs().max())), rtol=0)
+        if not ok:
+            log.warning("%s: decoder+lm_head does not reproduce the model logits; scoring falls back to full "
+                        "logits (slower, more memory)", self.ref)
+        return ok
+
+    # -- scoring ---------------------------------------------------------------------------------------------
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str],
+              progress: bool = True) -> list[tuple[float, int]]:
+        """(l(y), n(y)) per (prompt, response) pair, in input order. See `score_detailed` for truncation info."""
+        return [(r.logprob, r.n_tokens) for r in self.score_detailed(prompts, responses, progress=progress)]
+
+    @torch.inference_mode()
+    def score_detailed(self, prompts: Sequence[str], responses: Sequence[str],
+                       progress: bool = True) -> list[ScoreResult]:
+        """Like `score`, plus how many prompt tokens were conditioned on and how many were cut to fit.
+
+        Identical prompts (after formatting and truncation) are encoded and run once. The shared-prompt path is
+        used when prompts repeat enough to pay for its extra forward pass (`last_mode` says which ran).
+        """
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        max_length = self.config.max_length
+        bos = self.tokenizer.bos_token_id
+        results: list[ScoreResult | None] = [None] * len(prompts)
+        encoded: dict[str, list[int]] = {}
+        groups: dict[tuple[int, ...], list[_Pair]] = {}
+        for i, (prompt, response) in enumerate(zip(prompts, responses)):
+            if prompt not in encoded:
+                encoded[prompt] = self.encode_prompt(prompt)
+            prompt_ids = encoded[prompt]
+            response_ids = encode_response(self.tokenizer, response, self.eos_id)
+            if len(response_ids) >= max_length:
+                log.warning("pair %d: response of %d tokens does not fit max_length=%d; log-prob left NaN",
+                            i, len(response_ids), max_length)
+                results[i] = ScoreResult(math.nan, len(response_ids), 0, len(prompt_ids))
+                continue
+            ids, dropped = truncate_prompt(prompt_ids, len(response_ids), max_length, bos)
+            groups.setdefault(tuple(ids), []).append(_Pair(i, response_ids, dropped))
+        self.last_truncated = sum(p.dropped > 0 for g in groups.values() for p in g)
+        if self.last_truncated:
+            log.warning("%d of %d pairs had their prompt left-truncated to fit max_length=%d",
+                        self.last_truncated, len(prompts), max_length)
+
+        bar = _progress(total=len(prompts), enabled=progress, desc="PM scoring")
+        bar.update(sum(r is not None for r in results))
+        group_items = list(groups.items())
+        n_pairs = sum(len(g) for g in groups.values())
+        if self.config.share_prompt_cache and n_pairs >= _MIN_RESPONSES_TO_SHARE * max(1, len(groups)):
+            self.last_mode = "shared"
+            self._score_shared(group_items, results, bar)
+        else:
+            self.last_mode = "flat"
+            self._score_flat(group_items, results, bar)
+        bar.close()
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
+
+    def _score_shared(self, group_items: list[tuple[tuple[int, ...], list[_Pair]]],
+                      results: list[ScoreResult | None], bar: Any) -> None:
+        """Prompt pass once per distinct prompt (left-padded batch, KV cached), then response passes over the
+        gathered cache rows. The first response token is predicted by the prompt's last hidden state."""
+        from transformers import DynamicCache
+
+        budget = self.config.token_budget
+        for prompt_batch in pack_by_length([len(ids) for ids, _ in group_items], budget):
+            prompts = [list(group_items[g][0]) for g in prompt_batch]
+            width = max(len(p) for p in prompts)
+            input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(prompts), width), dtype=torch.long)
+            for row, ids in enumerate(prompts):
+                input_ids[row, width - len(ids):] = torch.tensor(ids)
+                mask[row, width - len(ids):] = 1
+            input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            cache = DynamicCache(config=self.model.config)
+            states = self._forward(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                                   cache=cache, use_cache=True)
+            last = states[:, -1]  # left padding: the last column is every prompt's last real token
+            prompt_lens = mask.sum(-1)
+
+            # every response of this prompt batch: (row in prompt batch, pair)
+            pairs = [(row, pair) for row, g in enumerate(prompt_batch) for pair in group_items[g][1]]
+            first = self._row_logprobs(
+                last, torch.tensor([row for row, _ in pairs], device=self.device),
+                torch.tensor([pair.response_ids[0] for _, pair in pairs], device=self.device))
+            totals = first.clone()
+
+            rest = [j for j, (_, pair) in enumerate(pairs) if len(pair.response_ids) > 1]
+            for sub in pack_by_length([len(pairs[j][1].response_ids) - 1 for j in rest], budget, extra=width):
+                members = [rest[s] for s in sub]
+                rows = torch.tensor([pairs[j][0] for j in members], device=self.device)
+                inputs = [pairs[j][1].response_ids[:-1] for j in members]  # the last token (EOS) is only a target
+                r_width = max(len(x) for x in inputs)
+                r_ids = torch.full((len(inputs), r_width), self.pad_id, dtype=torch.long)
+                r_mask = torch.zeros((len(inputs), r_width), dtype=torch.long)
+                for b, ids in enumerate(inputs):
+                    r_ids[b, :len(ids)] = torch.tensor(ids)
+                    r_mask[b, :len(ids)] = 1
+                r_ids, r_mask = r_ids.to(self.device), r_mask.to(self.device)
+                r_pos = prompt_lens[rows][:, None] + torch.arange(r_width, device=self.device)[None, :]
+                r_states = self._forward(input_ids=r_ids, attention_mask=torch.cat([mask[rows], r_mask], dim=1),
+                                         position_ids=r_pos, cache=_select_cache(cache, rows), use_cache=True)
+                valid = r_mask.bool()
+                flat = r_states[valid]  # row-major: response b's positions 0..len-1, then b+1, ...
+                targets = torch.tensor([t for j in members for t in pairs[j][1].response_ids[1:]],
+                                       device=self.device)
+                lp = self._row_logprobs(flat, torch.arange(len(flat), device=self.device), targets)
+                owner = torch.repeat_interleave(torch.arange(len(members), device=self.device), valid.sum(-1))
+                sums = torch.zeros(len(members), dtype=torch.float64, device=self.device).index_add_(0, owner, lp)
+                totals[torch.tensor(members, device=self.device)] += sums
+                del r_states, flat
+            for j, (row, pair) in enumerate(pairs):
+                results[pair.index] = ScoreResult(float(totals[j]), len(pair.response_ids), int(prompt_lens[row]),
+                                                  pair.dropped)
+            bar.update(len(pairs))
+            del cache, states
+
+    def _score_flat(self, group_items: list[tuple[tuple[int, ...], list[_Pair]]],
+                    results: list[ScoreResult | None], bar: Any) -> None:
+        """One right-padded sequence per pair (no prompt sharing): the fallback for caches `_select_cache` cannot
+        slice, and the control arm of the benchmark. Still bucketed and response-rows-only."""
+        flat = [(list(ids), pair) for ids, pairs in group_items for pair in pairs]
+        lengths = [len(ids) + len(pair.response_ids) - 1 for ids, pair in flat]
+        for batch in pack_by_length(lengths, self.config.token_budget):
+            width = max(lengths[i] for i in batch)
+            input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            target_pos = torch.zeros((len(batch), width), dtype=torch.bool)
+            targets: list[int] = []
+            for b, i in enumerate(batch):
+                ids, pair = flat[i]
+                seq = ids + pair.response_ids[:-1]
+                input_ids[b, :len(seq)] = torch.tensor(seq)
+                mask[b, :len(seq)] = 1
+                target_pos[b, len(ids) - 1:len(seq)] = True  # state at t predicts token t+1
+                targets.extend(pair.response_ids)
+            states = self._forward(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device))
+            target_pos = target_pos.to(self.device)
+            rows = states[target_pos]
+            lp = self._row_logprobs(rows, torch.arange(len(rows), device=self.device),
+                                    torch.tensor(targets, device=self.device))
+            owner = torch.repeat_interleave(torch.arange(len(batch), device=self.device), target_pos.sum(-1))
+            sums = torch.zeros(len(batch), dtype=torch.float64, device=self.device).index_add_(0, owner, lp)
+            for b, i in enumerate(batch):
+                ids, pair = flat[i]
+                results[pair.index] = ScoreResult(float(sums[b]), len(pair.response_ids), len(ids), pair.dropped)
+            bar.update(len(batch))
+            del states
+
+    # -- generation ------------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[str], *, n: int = 1, instruction: str | None = None,
+                 max_new_tokens: int = 48, temperature: float = 0.8, top_p: float = 0.95, seed: int = 0,
+                 batch_size: int = 8, progress: bool = True) -> list[list[str]]:
+        """`n` sampled responses per prompt (left-padded batches), reproducible for the same seed, inputs and
+        batch_size. `instruction` wraps each prompt first: a template with `{prompt}` or a prefix (e.g.
+        `WORSE_ANSWER_INSTRUCTION`). Special tokens are stripped; in the paper format the text is cut where the
+        model starts a new "Question:" (a base model otherwise keeps writing Q/A pairs)."""
+        texts = [self.format_prompt(_wrap(p, instruction)) for p in prompts]
+        limit = max(1, self.config.max_length - max_new_tokens)
+        bos = self.tokenizer.bos_token_id
+        out: list[list[str]] = []
+        bar = _progress(total=len(texts), enabled=progress, desc="PM sampling")
+        gen_kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, num_return_sequences=n,
+                                          pad_token_id=self.pad_id)
+        if temperature > 0:
+            gen_kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+        else:
+            gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        for start in range(0, len(texts), batch_size):
+            ids = [truncate_prompt(encode_prompt(self.tokenizer, t), 0, limit, bos)[0]
+                   for t in texts[start:start + batch_size]]
+            width = max(len(x) for x in ids)
+            input_ids = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(ids), width), dtype=torch.long)
+            for row, x in enumerate(ids):
+                input_ids[row, width - len(x):] = torch.tensor(x)
+                mask[row, width - len(x):] = 1
+            with torch.random.fork_rng(devices=devices):  # reproducible without disturbing the caller's RNG
+                torch.manual_seed(seed * 1_000_003 + start)
+                generated = self.model.generate(input_ids=input_ids.to(self.device),
+                                                attention_mask=mask.to(self.device), **gen_kwargs)
+            decoded = self.tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
+            for row in range(len(ids)):
+                out.append([self._clean(d) for d in decoded[row * n:(row + 1) * n]])
+            bar.update(len(ids))
+        bar.close()
+        return out
+
+    def _clean(self, text: str) -> str:
+        if not self.chat:
+            for stop in ("\nQuestion:", "Question:"):
+                cut = text.find(stop)
+                if cut > 0 or (cut == 0 and stop.startswith("\n")):
+                    text = text[:cut]
+        return text.strip()
+
+
+def _wrap(prompt: str, instruction: str | None) -> str:
+    if not instruction:
+        return prompt
+    if "{prompt}" in instruction:
+        return instruction.replace("{prompt}", prompt)
+    return f"{instruction}\n\n{prompt}"
+
+
+def _select_cache(cache: Any, rows: torch.Tensor) -> Any:
+    """A shallow copy of a filled DynamicCache whose key/value tensors hold only `rows` (repeats allowed).
+
+    The prompt cache stays untouched (layers re-bind tensors on update, never write in place), so it can serve
+    several response batches. Layer bookkeeping (e.g. a sliding window's cumulative length) is copied as is.
+    """
+    new = copy.copy(cache)
+    new.layers = []
+    for layer in cache.layers:
+        twin = copy.copy(layer)
+        keys = getattr(layer, "keys", None)
+        if isinstance(keys, torch.Tensor) and keys.numel():
+            twin.keys = keys.index_select(0, rows)
+            twin.values = layer.values.index_select(0, rows)
+        new.layers.append(twin)
+    return new
+
+
+def _cache_is_sliceable(model_config: Any) -> bool:
+    """`_select_cache` only knows plain (optionally sliding-window) key/value layers."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    try:
+        layers = DynamicCache(config=model_config).layers
+    except Exception:  # noqa: BLE001 - unknown cache layout: do not share
+        return False
+    return bool(layers) and all(type(layer) in (DynamicLayer, DynamicSlidingWindowLayer) for layer in layers)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="pair" if "scoring" in desc else "prompt")
