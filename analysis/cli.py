@@ -43,6 +43,7 @@ def _add_precompute_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rm-batch-size", type=int, default=16)
     p.add_argument("--contrast-threshold", type=float, default=0.9)
     p.add_argument("--generator", help="PM that writes `generated` answers (default: first --policy)")
+    p.add_argument("--gen-k", type=int, help="`generated` answers per prompt (default: --k)")
     p.add_argument("--gen-max-new-tokens", type=int, default=48)
     p.add_argument("--gen-temperature", type=float, default=0.8)
     p.add_argument("--gen-batch-size", type=int, default=8)
@@ -69,7 +70,7 @@ def cmd_precompute(args) -> int:
         seed=args.seed, device=args.device, dtype=args.dtype, token_budget=args.token_budget,
         max_length=args.max_length, rm_batch_size=args.rm_batch_size,
         contrast_threshold=args.contrast_threshold, generator=args.generator,
-        gen_max_new_tokens=args.gen_max_new_tokens, gen_temperature=args.gen_temperature,
+        gen_k=args.gen_k, gen_max_new_tokens=args.gen_max_new_tokens, gen_temperature=args.gen_temperature,
         gen_batch_size=args.gen_batch_size, policy_samples=args.policy_samples, encoder=args.encoder,
         models_dir=args.models_dir, umap=args.umap,
         shard=parse_shard(args.shard) if args.shard else None, page_samples=args.page_samples,

@@ -35,6 +35,7 @@ class PrecomputeConfig:
     rm_batch_size: int = 16
     contrast_threshold: float = 0.9                # near-duplicate answer cosine for contrast
     generator: str | None = None                   # PM that writes `generated` answers (default: first PM)
+    gen_k: int | None = None                       # `generated` answers per prompt (default: k; sampling is slow)
     gen_max_new_tokens: int = 48
     gen_temperature: float = 0.8
     gen_batch_size: int = 8

@@ -32,12 +32,14 @@ class DemoConfig:
     samples: int | None = None           # analysed prompts (default below: ~10 minutes on 2 CPU cores)
     rm_sizes: tuple[int, ...] = (32, 256, 4096)   # training pairs per demo RM (RM-quality axis)
     k: int = 3
+    gen_k: int = 1                       # sampling costs ~30x scoring per token on CPU: one worse answer
+    gen_max_new_tokens: int = 32
     policy_samples: int = 2              # PM's own samples per prompt -> PM-generated pairs
     variants: list[str] = field(default_factory=lambda: ["contrast", "adv", "generated"])
     progress: bool = True
     seed: int = 0
 
-    DEFAULT_SAMPLES = 160
+    DEFAULT_SAMPLES = 120
 
 
 def load_pairs(source: str, *, fmt: str = "auto", columns: str | None = None, split: str = "train",
@@ -106,7 +108,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     rewards = train_demo_rms(cfg, models_dir, fraction)
     pcfg = PrecomputeConfig(
         dataset=CHATTERBOT, policies=[DEMO_PM], rewards=rewards, db=db, variants=cfg.variants, k=cfg.k,
-        limit=n, fraction=fraction, policy_samples=cfg.policy_samples, gen_max_new_tokens=40,
+        limit=n, fraction=fraction, policy_samples=cfg.policy_samples, gen_k=cfg.gen_k,
+        gen_max_new_tokens=cfg.gen_max_new_tokens,
         seed=cfg.seed, progress=cfg.progress, models_dir=models_dir)
     summary = run_precompute(pcfg)
     summary["timings_s"]["demo_total"] = round(time.perf_counter() - t0, 1)

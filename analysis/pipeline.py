@@ -312,7 +312,7 @@ class Precompute:
         if generator is None:
             raise ValueError("variant 'generated' needs --generator or at least one --policy")
         from analysis.policy import WORSE_ANSWER_INSTRUCTION
-        self._generate("generated", generator, cfg.k, WORSE_ANSWER_INSTRUCTION)
+        self._generate("generated", generator, cfg.gen_k or cfg.k, WORSE_ANSWER_INSTRUCTION)
 
     def build_policy_samples(self) -> None:
         if self.cfg.policy_samples <= 0:

@@ -33,6 +33,7 @@ from typing import Any, NamedTuple, Sequence
 import torch
 
 from analysis.devices import pick_device, pick_dtype
+from analysis.ingest import transcript_to_messages
 from analysis.models import default_models_dir, model_info, resolve_model
 
 log = logging.getLogger(__name__)
@@ -82,10 +83,14 @@ def has_chat_template(tokenizer: Any) -> bool:
 
 
 def format_prompt(tokenizer: Any, prompt: str) -> str:
-    """The PM's chat template (one user turn + generation prompt) when it has one, else the paper's format."""
+    """The PM's chat template (user turn + generation prompt) when it has one, else the paper's format.
+
+    HH-style transcripts ("\n\nHuman: ... \n\nAssistant:") become real multi-turn chats, so a chat PM
+    sees the dialogue the way it was trained to, not a transcript pasted into one user message.
+    """
     if has_chat_template(tokenizer):
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                             add_generation_prompt=True)
+        messages = transcript_to_messages(prompt) or [{"role": "user", "content": prompt}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return PAPER_PROMPT_FORMAT.format(x=prompt)
 
 

@@ -8,7 +8,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-EXTRAS=${1:-}
+EXTRAS=${SEAM_EXTRAS:-}  # set by the caller; never read "$1" (sourcing passes the caller's args)
 STAMP=".venv/.seam-installed${EXTRAS:+-$EXTRAS}"
 # Reinstall only when pyproject.toml changed since the last install (fast reruns).
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then

@@ -1,0 +1,238 @@
+"""Durable hand labels for spot-checks, and the statistics built on them.
+
+Why SQLite and not the results DB: the DuckDB file is written by the precompute and opened read-only by
+the app (one writer process at a time); labels are written by people, one click at a time, from any
+number of browser sessions, and must survive a refresh, a restart or a crash the moment they are given.
+SQLite in WAL mode with `synchronous=FULL` commits each label to disk before the click returns, lets
+readers and a writer work at once, and is a single file that lives next to the DB
+(`<db stem>.labels.sqlite`).
+
+Labels are keyed by content ids: the two response ids (content hashes, stable across re-ingestion and
+machines) in canonical order (a_id < b_id) plus the annotator. A label says which of a / b is better,
+'tie', or 'skip' (seen, not judged). Which side was shown on the left is recorded too (to audit
+position bias), as is every change in an append-only history table.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from contextlib import closing
+from datetime import datetime, timezone
+from itertools import combinations
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.queries import Z95, wilson
+
+VALID = ("a", "b", "tie", "skip")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS labels (
+    a_id        TEXT NOT NULL,
+    b_id        TEXT NOT NULL,
+    annotator   TEXT NOT NULL,
+    label       TEXT NOT NULL CHECK (label IN ('a', 'b', 'tie', 'skip')),
+    kind        TEXT,              -- policy (two PM samples) | dataset (gold vs worse)
+    sample_id   TEXT,
+    shown_left  TEXT,              -- response id displayed on the left
+    session     TEXT,              -- the queue it came from (kind/seed/...) for resuming
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (a_id, b_id, annotator),
+    CHECK (a_id < b_id)
+);
+CREATE TABLE IF NOT EXISTS label_history (
+    a_id TEXT, b_id TEXT, annotator TEXT, label TEXT, kind TEXT, sample_id TEXT, shown_left TEXT,
+    session TEXT, at TEXT
+);
+CREATE INDEX IF NOT EXISTS labels_by_annotator ON labels (annotator);
+"""
+
+COLUMNS = ["a_id", "b_id", "annotator", "label", "kind", "sample_id", "shown_left", "session",
+           "created_at", "updated_at"]
+
+
+def default_path(db: str | Path) -> Path:
+    """Where labels for a results DB live by default: `<db dir>/<db stem>.labels.sqlite`."""
+    db = Path(db)
+    return db.with_name(db.stem + ".labels.sqlite")
+
+
+def canonical(a_id: str, b_id: str, label: str) -> tuple[str, str, str]:
+    """Order the pair so a_id < b_id, flipping an 'a'/'b' label to match."""
+    if label not in VALID:
+        raise ValueError(f"label must be one of {VALID}, not {label!r}")
+    if a_id == b_id:
+        raise ValueError("a pair needs two different responses")
+    if a_id < b_id:
+        return a_id, b_id, label
+    return b_id, a_id, {"a": "b", "b": "a"}.get(label, label)
+
+
+class LabelStore:
+    """One SQLite file of labels. Opens a connection per operation (cheap), so it is safe to use from
+    Streamlit's script threads and from several processes at once."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as con:
+            con.executescript(_SCHEMA)
+            con.commit()
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=10.0)
+        con.execute("PRAGMA journal_mode=WAL")
+        # FULL: the WAL is fsynced at every commit, so a label that returned is on disk even if the
+        # machine loses power right after.
+        con.execute("PRAGMA synchronous=FULL")
+        con.execute("PRAGMA busy_timeout=10000")
+        return con
+
+    def put(self, a_id: str, b_id: str, annotator: str, label: str, *, kind: str | None = None,
+            sample_id: str | None = None, shown_left: str | None = None, session: str | None = None) -> None:
+        """Record (or replace) one annotator's label of one pair; committed before returning.
+
+        `label` refers to the pair as passed ('a' = the first id is better); it is re-expressed in
+        canonical order before storing.
+        """
+        annotator = (annotator or "").strip()
+        if not annotator:
+            raise ValueError("an annotator name is required")
+        a, b, lab = canonical(a_id, b_id, label)
+        now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        with closing(self._connect()) as con:
+            with con:  # one transaction: label + history, committed (and fsynced) on exit
+                con.execute(
+                    """INSERT INTO labels (a_id, b_id, annotator, label, kind, sample_id, shown_left, session,
+                                           created_at, updated_at)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                       ON CONFLICT (a_id, b_id, annotator) DO UPDATE SET
+                           label = excluded.label, shown_left = excluded.shown_left,
+                           session = excluded.session, updated_at = excluded.updated_at""",
+                    (a, b, annotator, lab, kind, sample_id, shown_left, session, now, now))
+                con.execute("INSERT INTO label_history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (a, b, annotator, lab, kind, sample_id, shown_left, session, now))
+
+    def delete(self, a_id: str, b_id: str, annotator: str) -> None:
+        """Remove one label (undo); the history keeps a 'deleted' entry."""
+        a, b = sorted((a_id, b_id))
+        now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        with closing(self._connect()) as con:
+            with con:
+                con.execute("DELETE FROM labels WHERE a_id = ? AND b_id = ? AND annotator = ?", (a, b, annotator))
+                con.execute("INSERT INTO label_history (a_id, b_id, annotator, label, at) VALUES (?, ?, ?, 'deleted', ?)",
+                            (a, b, annotator, now))
+
+    def all(self) -> pd.DataFrame:
+        """Every current label (one row per pair x annotator)."""
+        with closing(self._connect()) as con:
+            rows = con.execute(f"SELECT {', '.join(COLUMNS)} FROM labels ORDER BY updated_at").fetchall()
+        return pd.DataFrame(rows, columns=COLUMNS)
+
+    def labeled_pairs(self, annotator: str) -> set[tuple[str, str]]:
+        """(a_id, b_id) pairs this annotator has already labeled (skips included) — for resuming."""
+        with closing(self._connect()) as con:
+            rows = con.execute("SELECT a_id, b_id FROM labels WHERE annotator = ?", (annotator,)).fetchall()
+        return {(a, b) for a, b in rows}
+
+    def annotators(self) -> list[str]:
+        with closing(self._connect()) as con:
+            return [r[0] for r in con.execute("SELECT DISTINCT annotator FROM labels ORDER BY 1").fetchall()]
+
+
+# ---------------------------------------------------------------------------------------------------
+# statistics
+
+def consensus(labels: pd.DataFrame) -> pd.DataFrame:
+    """One label per pair from all annotators: the majority of the non-skip labels.
+
+    Pairs where annotators split evenly between different answers get no consensus and are left out
+    (counted in `n_split` of the result's attrs). Columns: a_id, b_id, kind, sample_id, label,
+    n_annotators.
+    """
+    cols = ["a_id", "b_id", "kind", "sample_id", "label", "n_annotators"]
+    if labels is None or labels.empty:
+        out = pd.DataFrame(columns=cols)
+        out.attrs["n_split"] = 0
+        return out
+    judged = labels[labels["label"].isin(["a", "b", "tie"])]
+    out_rows, split = [], 0
+    for (a, b), g in judged.groupby(["a_id", "b_id"], sort=True):
+        counts = g["label"].value_counts()
+        top = counts[counts == counts.max()]
+        if len(top) > 1:
+            split += 1
+            continue
+        out_rows.append((a, b, g["kind"].iloc[0], g["sample_id"].iloc[0], top.index[0], len(g)))
+    out = pd.DataFrame(out_rows, columns=cols)
+    out.attrs["n_split"] = split
+    return out
+
+
+def cohen_kappa(x: list[str], y: list[str]) -> float:
+    """Cohen's kappa of two raters over the same items (labels as strings). NaN when undefined."""
+    if len(x) != len(y):
+        raise ValueError("raters must label the same items")
+    n = len(x)
+    if n == 0:
+        return math.nan
+    cats = sorted(set(x) | set(y))
+    po = sum(1 for a, b in zip(x, y) if a == b) / n
+    pe = sum((x.count(c) / n) * (y.count(c) / n) for c in cats)
+    if pe >= 1.0:
+        return 1.0 if po == 1.0 else math.nan
+    return (po - pe) / (1 - pe)
+
+
+def kappa_table(labels: pd.DataFrame) -> pd.DataFrame:
+    """Cohen's kappa for every pair of annotators on the pairs both judged (skips excluded).
+
+    Columns: annotator_1, annotator_2, n_shared, agreement, kappa.
+    """
+    cols = ["annotator_1", "annotator_2", "n_shared", "agreement", "kappa"]
+    if labels is None or labels.empty:
+        return pd.DataFrame(columns=cols)
+    judged = labels[labels["label"].isin(["a", "b", "tie"])]
+    rows = []
+    for r1, r2 in combinations(sorted(judged["annotator"].unique()), 2):
+        m = judged[judged["annotator"] == r1].merge(judged[judged["annotator"] == r2], on=["a_id", "b_id"])
+        x, y = list(m["label_x"]), list(m["label_y"])
+        agree = (sum(a == b for a, b in zip(x, y)) / len(x)) if x else math.nan
+        rows.append((r1, r2, len(x), agree, cohen_kappa(x, y)))
+    return pd.DataFrame(rows, columns=cols)
+
+
+def wilson_half_width(p: float, n: int, z: float = Z95) -> float:
+    """Half the width of the Wilson 95% interval at proportion p and n labels."""
+    if n <= 0:
+        return math.inf
+    k = p * n
+    _, lo, hi = wilson(k, n, z)
+    return (hi - lo) / 2
+
+
+def labels_needed(p: float | None, half_width: float, n_now: int = 0, z: float = Z95) -> int:
+    """How many more labels bring the Wilson 95% half-width to ≤ `half_width` at rate p.
+
+    p unknown (no labels yet) -> 0.5, the worst case. Searches n exactly (the Wilson width is not the
+    Wald formula). Returns 0 when already there.
+    """
+    if not 0 < half_width < 0.5:
+        raise ValueError("half_width must be in (0, 0.5)")
+    if p is None or math.isnan(p):
+        p = 0.5
+    lo, hi = 1, 1
+    while wilson_half_width(p, hi, z) > half_width:
+        hi *= 2
+        if hi > 10**9:
+            return 10**9
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if wilson_half_width(p, mid, z) <= half_width:
+            hi = mid
+        else:
+            lo = mid + 1
+    return max(0, lo - int(n_now))

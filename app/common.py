@@ -1,0 +1,245 @@
+"""Shared helpers of the dashboard pages: settings, cached read-only queries, formatting, shared widgets.
+
+Why a query wrapper: DuckDB allows one writing process per file and nobody else while it holds the
+lock, so the app must never keep a connection open across reruns (a running precompute would stall).
+Every cache miss opens the file read-only (retrying a few seconds while a writer commits), runs one
+function of `analysis.queries`, and closes it. Results are cached for a short TTL keyed on the DB file's
+(and its WAL's) mtime and size, so a reload after the precompute commits shows fresh numbers while
+repeated reruns (every widget click) cost nothing.
+
+Why the escaping helpers: data (prompts, responses, model names from the command line) may contain
+Markdown or HTML. It is shown through st.text / st.code / st.dataframe / st.json, which render it
+literally; where data must go into a Markdown label or a Plotly hover (which understands a few HTML
+tags), it passes through `md()` / `plot_text()` first. `unsafe_allow_html` is never used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import duckdb
+import pandas as pd
+import streamlit as st
+
+from analysis import labels as labels_mod
+from analysis import queries, store
+
+DEFAULT_DB = "cache/seam.duckdb"
+LOCK_TIMEOUT_S = float(os.environ.get("SEAM_LOCK_TIMEOUT", "5"))
+CACHE_TTL_S = 600  # results are keyed on the DB version too, so a commit shows at once
+
+
+class DBUnavailable(Exception):
+    """The results DB is missing, empty, or locked for too long; `kind` says which."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class Settings:
+    db: Path
+    labels: Path
+    exports: Path
+
+
+def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="seam-lens app", add_help=False, allow_abbrev=False)
+    p.add_argument("--db")
+    p.add_argument("--labels")
+    p.add_argument("--exports")
+    ns, _ = p.parse_known_args(list(argv))
+    return ns
+
+
+def settings() -> Settings:
+    """Paths from `streamlit run app/main.py -- --db PATH [--labels P] [--exports DIR]`, else env
+    SEAM_DB / SEAM_LABELS / SEAM_EXPORTS, else cache/seam.duckdb with labels and exports next to it."""
+    ns = _parse_args(sys.argv[1:])
+    db = Path(ns.db or os.environ.get("SEAM_DB") or DEFAULT_DB).expanduser()
+    lab = ns.labels or os.environ.get("SEAM_LABELS")
+    exp = ns.exports or os.environ.get("SEAM_EXPORTS")
+    return Settings(db=db, labels=Path(lab).expanduser() if lab else labels_mod.default_path(db),
+                    exports=Path(exp).expanduser() if exp else db.parent / "exports")
+
+
+def db_version(db: Path) -> tuple:
+    """Cache key part that changes whenever a writer commits (main file or WAL touched)."""
+    out = []
+    for p in (db, Path(str(db) + ".wal")):
+        try:
+            s = p.stat()
+            out.append((s.st_mtime_ns, s.st_size))
+        except FileNotFoundError:
+            out.append(None)
+    return tuple(out)
+
+
+def _open(db: Path) -> duckdb.DuckDBPyConnection:
+    if not db.exists():
+        raise DBUnavailable("missing", f"No results DB at `{db}`.")
+    try:
+        con = store.connect(db, read_only=True, timeout_s=LOCK_TIMEOUT_S)
+    except store.StoreLocked:
+        raise DBUnavailable("locked", f"`{db}` has been locked by a writer for more than {LOCK_TIMEOUT_S:.0f} s.")
+    except duckdb.Error as exc:
+        raise DBUnavailable("unreadable", f"`{db}` could not be opened as a DuckDB file: {exc}")
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
+@st.cache_data(ttl=CACHE_TTL_S, max_entries=512, show_spinner=False)
+def _cached(db: str, version: tuple, fn: str, args: tuple, kwargs: tuple) -> Any:
+    con = _open(Path(db))
+    try:
+        return getattr(queries, fn)(con, *args, **dict(kwargs))
+    finally:
+        con.close()
+
+
+def query(fn: str, *args, **kwargs) -> Any:
+    """Run `analysis.queries.<fn>(con, *args, **kwargs)` on a fresh read-only connection, cached."""
+    db = settings().db
+    return _cached(str(db), db_version(db), fn, tuple(args), tuple(sorted(kwargs.items())))
+
+
+def status() -> dict:
+    """db_status without caching errors (so a DB that appears is picked up at once)."""
+    return query("db_status")
+
+
+def show_unavailable(exc: DBUnavailable) -> None:
+    s = settings()
+    if exc.kind == "missing":
+        st.error(str(exc))
+        st.markdown("Create it with the precompute, or try the app on synthetic data:")
+        st.code(f"seam precompute --db {s.db} ...\n"
+                f"python -m analysis.synthetic {s.db} 5000   # synthetic demo DB", language="bash")
+        st.markdown("Then reload this page. Another file: `streamlit run app/main.py -- --db PATH`"
+                    " or set `SEAM_DB`.")
+    elif exc.kind == "locked":
+        st.warning(str(exc) + " A precompute is probably committing a large batch; reload in a moment.")
+    elif exc.kind == "empty":
+        st.info(str(exc))
+        st.code(f"seam precompute --db {s.db} ...", language="bash")
+    else:
+        st.error(str(exc))
+
+
+def require_db() -> dict:
+    """Stop the page with a clear message unless the DB exists, opens and holds SEAM results."""
+    try:
+        stat = status()
+    except DBUnavailable as exc:
+        show_unavailable(exc)
+        st.stop()
+    if stat["missing"]:
+        show_unavailable(DBUnavailable("empty", f"`{settings().db}` has no SEAM results yet (missing tables: "
+                                                f"{', '.join(stat['missing'])})."))
+        st.stop()
+    if stat["samples"] == 0 or stat["metrics"] == 0:
+        show_unavailable(DBUnavailable("empty", f"`{settings().db}` holds {stat['samples']} samples and "
+                                                f"{stat['metrics']} SEAM rows: nothing scored yet (run the precompute,"
+                                                " it finishes with `finalize`)."))
+        st.stop()
+    return stat
+
+
+# ---------------------------------------------------------------------------------------------------
+# labels
+
+def label_store() -> labels_mod.LabelStore:
+    return labels_mod.LabelStore(settings().labels)
+
+
+def labels_df() -> pd.DataFrame:
+    """All current labels (read fresh: labels change by the click and SQLite reads are cheap)."""
+    return label_store().all()
+
+
+# ---------------------------------------------------------------------------------------------------
+# formatting
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def md(text: Any) -> str:
+    """Escape data for use inside a Markdown string (labels, captions)."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text))
+
+
+def plot_text(text: Any) -> str:
+    """Escape data for Plotly text/hover (Plotly interprets a small HTML subset)."""
+    return html.escape(str(text), quote=True)
+
+
+def pct(x: float, digits: int = 1) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.{digits}f}%"
+
+
+def ci_pct(p: float, lo: float, hi: float, digits: int = 1) -> str:
+    """'70.0% [39.7%, 89.2%]'"""
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "–"
+    return f"{pct(p, digits)} [{pct(lo, digits)}, {pct(hi, digits)}]"
+
+
+def ci_num(m: float, lo: float, hi: float, fmt: str = ".4f") -> str:
+    if m is None or (isinstance(m, float) and math.isnan(m)):
+        return "–"
+    if lo is None or (isinstance(lo, float) and math.isnan(lo)):
+        return f"{m:{fmt}}"
+    return f"{m:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+
+
+# ---------------------------------------------------------------------------------------------------
+# shared widgets (values live in the URL via bind="query-params", so a view can be shared)
+
+def pick(label: str, options: Sequence[str], key: str, *, default: str | None = None, help: str | None = None,
+         container=st) -> str | None:
+    """A selectbox bound to the URL query parameter `key`."""
+    options = list(options)
+    if not options:
+        return None
+    idx = options.index(default) if default in options else 0
+    return container.selectbox(label, options, index=idx, key=key, help=help, bind="query-params")
+
+
+def pick_many(label: str, options: Sequence[str], key: str, *, default: Sequence[str] | None = None,
+              help: str | None = None, container=st) -> list[str]:
+    options = list(options)
+    default = [d for d in (default if default is not None else options) if d in options]
+    return container.multiselect(label, options, default=default, key=key, help=help, bind="query-params")
+
+
+def seam_definition(container=st, *, key_prefix: str = "") -> tuple[float, float]:
+    """alpha slider + hard/soft toggle (+ tau): the SEAM definition knobs of SPEC §3."""
+    alpha = container.slider("alpha (length penalty)", 0.0, 1.0, 1.0, 0.05, key=f"{key_prefix}alpha",
+                             bind="query-params",
+                             help="l_alpha(y) = l(y) / n(y)^alpha: 1 = mean token log-prob (default), 0 = raw sum.")
+    soft = container.toggle("soft hacking (sigmoid)", value=False, key=f"{key_prefix}soft", bind="query-params",
+                            help="Hard: h = 1[r(y_j) > r(y*)]. Soft: h = sigmoid((r(y_j) - r(y*)) / tau).")
+    tau = 0.0
+    if soft:
+        tau = container.slider("tau (soft temperature)", 0.05, 5.0, 1.0, 0.05, key=f"{key_prefix}tau",
+                               bind="query-params")
+    return float(alpha), float(tau)
+
+
+def table(df: pd.DataFrame, key: str, *, max_rows: int = 20, container=st, **kw):
+    """st.dataframe tall enough to show up to `max_rows` rows without an inner scrollbar."""
+    height = 38 + 35 * max(1, min(len(df), max_rows))
+    return container.dataframe(df, hide_index=True, key=key, height=height, **kw)
+
+
+def pair_label(policy: str, reward: str) -> str:
+    return f"{policy} × {reward}"

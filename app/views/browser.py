@@ -1,0 +1,207 @@
+"""Mismatch browser: samples where the RM prefers a worse response over gold, or disagrees with a label.
+
+Why paged in SQL: at 1M samples the matching rows number in the millions; the page asks DuckDB for a
+count and one sorted page. Text search is a parameterized `contains` or RE2 `regexp_matches`, so the
+user's pattern never becomes SQL. Filters live in the URL so a view can be shared or linked to from
+the saturation grid and the prompt map.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import streamlit as st
+
+from analysis import labels as labels_mod
+from analysis.queries import BrowseFilter
+from app import common
+from app.textdiff import word_diff
+
+st.title("Mismatch browser")
+common.require_db()
+opts = common.query("filter_options")
+
+mode = st.segmented_control("show", ["RM vs gold", "RM vs hand labels"], default="RM vs gold", key="b_mode",
+                            bind="query-params", required=True)
+
+
+def show_response(col, title: str, row: pd.Series | None, text: str) -> None:
+    col.markdown(f"**{title}**")
+    col.text(text)
+    if row is not None:
+        col.dataframe(pd.DataFrame([{
+            "PM log-prob sum": row.get("logprob_sum"), "PM log-prob mean": row.get("logprob_mean"),
+            "tokens": row.get("n_tokens"), "RM reward": row.get("reward_score"),
+        }]), hide_index=True)
+
+
+def provenance(col, raw: str | None) -> None:
+    if not raw:
+        return
+    try:
+        prov = json.loads(raw)
+    except (TypeError, ValueError):
+        col.text(str(raw))
+        return
+    if not isinstance(prov, dict):
+        col.json(prov)
+        return
+    # one-line summary of the keys the pipeline writes (analysis/pipeline.py, analysis/worse.py)
+    nb = prov.get("neighbour") or prov.get("neighbor")
+    summary = []
+    if nb:
+        summary.append(f"neighbour sample {nb} (cosine similarity {prov.get('similarity', '?')})")
+    if prov.get("kinds"):
+        summary.append("perturbations: " + ", ".join(map(str, prov["kinds"])))
+    if prov.get("generator"):
+        summary.append(f"generator: {prov['generator']}")
+    col.caption("provenance")
+    if summary:
+        col.text("; ".join(summary))
+    col.json(prov, expanded=len(prov) <= 4)
+    if nb:
+        info = common.query("sample_info", str(nb))
+        if info:
+            col.caption("neighbour sample's prompt")
+            col.text(info["prompt"])
+
+
+# ==================================================================== hand-label disagreements
+if mode == "RM vs hand labels":
+    rm = common.pick("reward model", opts["rewards"], "b_lrm")
+    cons = labels_mod.consensus(common.labels_df())
+    if cons.empty:
+        st.info("No hand labels yet: label pairs on the Spot-check page.")
+        st.stop()
+    dis = common.query("label_disagreements", cons, reward=rm)
+    st.caption(f"{len(dis)} of {len(cons)} consensus-labeled pairs where {common.md(rm)} ranks the pair against the label"
+               " (largest score gaps first).")
+    if dis.empty:
+        st.stop()
+    ev = st.dataframe(dis, hide_index=True, on_select="rerun", selection_mode="single-row", key="dis_rows")
+    sel = ev.selection.rows if ev and ev.selection else []
+    r = dis.iloc[sel[0] if sel else 0]
+    info = common.query("sample_info", r["sample_id"])
+    st.subheader("Pair")
+    st.text(info["prompt"] if info else "")
+    sc = common.query("response_scores", [r["a_id"], r["b_id"]])
+    texts = common.query("responses_by_ids", [r["a_id"], r["b_id"]]).set_index("response_id")
+    a, b = st.columns(2)
+    for col, rid, side in ((a, r["a_id"], "a"), (b, r["b_id"], "b")):
+        resp = sc[(sc["response_id"] == rid)]
+        better = " — preferred by the label" if r["label"] == side else ""
+        variant = texts.loc[rid, "variant"] if rid in texts.index else "?"
+        col.markdown(f"**Response {side}** ({common.md(variant)}){common.md(better)}")
+        col.text(texts.loc[rid, "text"] if rid in texts.index else "")
+        col.dataframe(resp[["role", "model", "value"]], hide_index=True, key=f"dis_scores_{side}")
+    diff_text, _, ratio = word_diff(texts.loc[r["a_id"], "text"], texts.loc[r["b_id"], "text"])
+    st.markdown(f"**Word diff** a → b (similarity {ratio:.2f}; `[-removed-]` `{{+added+}}`)")
+    st.code(diff_text, language=None, wrap_lines=True)
+    st.stop()
+
+# ==================================================================== RM vs gold
+sel_state = st.session_state.get("selection")
+with st.expander("Filters", expanded=True):
+    c1, c2, c3, c4 = st.columns(4)
+    variants = common.pick_many("variant", opts["variants"], "b_variant", container=c1)
+    pms = common.pick_many("policy model", opts["policies"], "b_pm", container=c2)
+    rms = common.pick_many("reward model", opts["rewards"], "b_rm", container=c3)
+    datasets = common.pick_many("dataset", opts["datasets"], "b_ds", container=c4)
+    c5, c6, c7, c8 = st.columns(4)
+    sources = c5.multiselect("source", opts["sources"], default=[], key="b_src", bind="query-params",
+                             help="empty = all")
+    smin = c6.number_input("SEAM ≥", value=0.0, min_value=0.0, max_value=1.0, step=0.01, format="%.4f", key="b_smin",
+                           bind="query-params")
+    smax = c7.number_input("SEAM ≤", value=1.0, min_value=0.0, max_value=1.0, step=0.01, format="%.4f", key="b_smax",
+                           bind="query-params")
+    only = c8.toggle("only RM-prefers-worse", value=True, key="b_only", bind="query-params",
+                     help="rows where the RM scores at least one worse response above gold (hack rate > 0)")
+    c9, c10, c11, c12 = st.columns([3, 1, 2, 1])
+    search = c9.text_input("search prompt and gold", value="", key="b_q", bind="query-params",
+                           placeholder="text, or a regular expression (RE2)")
+    regex = c10.toggle("regex", value=False, key="b_re", bind="query-params")
+    sort = c11.selectbox("sort by", ["seam", "seam_rel", "hack_rate", "mean_tokens", "sample_id"], key="b_sort",
+                         bind="query-params")
+    desc = c12.toggle("descending", value=True, key="b_desc", bind="query-params")
+    use_sel = False
+    if sel_state and sel_state.get("ids"):
+        use_sel = st.toggle(f"only the {len(sel_state['ids']):,} samples selected on the {sel_state.get('origin', 'map')}",
+                            value=True, key="use_sel")
+
+if not (variants and pms and rms and datasets):
+    st.info("Each of variant, policy model, reward model and dataset needs at least one value.")
+    st.stop()
+
+f = BrowseFilter(variants=tuple(variants), policies=tuple(pms), rewards=tuple(rms),
+                 datasets=tuple(datasets) if len(datasets) < len(opts["datasets"]) else (),
+                 sources=tuple(sources), seam_min=smin if smin > 0 else None, seam_max=smax if smax < 1 else None,
+                 search=search, regex=regex, only_mismatch=only,
+                 sample_ids=tuple(sel_state["ids"]) if use_sel else ())
+try:
+    total = common.query("browse_count", f)
+except ValueError as exc:  # invalid regex
+    st.error(str(exc))
+    st.stop()
+
+size = 25
+n_pages = max(1, math.ceil(total / size))
+st.caption(f"{total:,} matching rows (sample × variant × PM × RM).")
+page = st.pagination(n_pages, key="b_page", bind="query-params")
+rows = common.query("browse_page", f, sort=sort, descending=desc, page=min(page, n_pages), page_size=size)
+if rows.empty:
+    st.info("Nothing matches these filters.")
+    st.stop()
+ev = st.dataframe(
+    rows[["prompt", "variant", "policy", "reward", "seam", "seam_rel", "hack_rate", "k", "rm_prefers_gold",
+          "pm_prefers_gold", "mean_tokens", "dataset", "source", "sample_id"]],
+    hide_index=True, on_select="rerun", selection_mode="single-row", key="rows",
+    column_config={"prompt": st.column_config.TextColumn(width="large"),
+                   "seam": st.column_config.NumberColumn(format="%.4f"),
+                   "seam_rel": st.column_config.NumberColumn(format="%.4f"),
+                   "hack_rate": st.column_config.NumberColumn(format="%.2f")})
+sel = ev.selection.rows if ev and ev.selection else []
+row = rows.iloc[sel[0] if sel else 0]
+if not sel:
+    st.caption("Showing the first row; click a row to inspect another.")
+
+# ------------------------------------------------------------------ detail
+st.subheader("Detail")
+info = common.query("sample_info", row["sample_id"])
+resp = common.query("sample_responses", row["sample_id"], variant=row["variant"], policy=row["policy"],
+                    reward=row["reward"])
+st.text(f"sample {row['sample_id']}   dataset {info['dataset']}   source {info['source']}   "
+        f"variant {row['variant']}   PM {row['policy']}   RM {row['reward']}")
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("SEAM", f"{row['seam']:.4f}")
+m2.metric("SEAM_rel", "–" if pd.isna(row["seam_rel"]) else f"{row['seam_rel']:.4f}")
+m3.metric("hack rate", f"{row['hack_rate']:.2f}", help=f"k = {row['k']} worse responses")
+m4.metric("PM prefers gold", "yes" if row["pm_prefers_gold"] else "no")
+st.markdown("**Prompt**")
+st.text(info["prompt"])
+
+gold = resp[resp["variant"] == "gold"]
+worse = resp[resp["variant"] != "gold"].sort_values("reward_score", ascending=False)
+if gold.empty or worse.empty:
+    st.warning("This sample has no scored gold / worse responses for this model pair.")
+    st.stop()
+g = gold.iloc[0]
+labels = [f"#{int(w.idx)}  reward {w.reward_score:.3f}{'  > gold' if w.hack else ''}" for w in worse.itertuples()]
+pick_i = st.selectbox("worse response (highest reward first)", range(len(worse)), format_func=lambda i: labels[i],
+                      key="worse_pick")
+w = worse.iloc[pick_i]
+a, b = st.columns(2)
+show_response(a, "Gold", g, g["text"])
+show_response(b, f"Worse ({row['variant']}){' — RM prefers it' if w['hack'] else ''}", w, w["text"])
+provenance(b, w["provenance"])
+
+diff_text, diff_table, ratio = word_diff(g["text"], w["text"])
+st.markdown(f"**Word diff** gold → worse (similarity {ratio:.2f}; `[-removed-]` `{{+added+}}`)")
+st.code(diff_text, language=None, wrap_lines=True)
+if not diff_table.empty:
+    with st.expander(f"{len(diff_table)} changed spans"):
+        st.dataframe(diff_table, hide_index=True, key="diff_table")
+with st.expander("All responses of this sample for the model pair"):
+    st.dataframe(resp[["variant", "idx", "reward_score", "hack", "logprob_sum", "logprob_mean", "n_tokens", "text"]],
+                 hide_index=True, key="all_resp")

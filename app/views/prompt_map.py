@@ -1,0 +1,84 @@
+"""Prompt map: where in prompt space the PM and RM stop getting along.
+
+Why: SEAM problems cluster by topic (an RM that was never trained on code, a PM that writes lists where
+the RM wants prose). The map shows the cached UMAP of prompt embeddings (table prompt_map) coloured by
+SEAM, hack rate or RM-prefers-worse; a lasso or box selection is sent to the mismatch browser or to the
+export page. Large DBs are downsampled in SQL (reservoir sample), with n shown.
+"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from app import common
+
+st.title("Prompt map")
+common.require_db()
+opts = common.query("filter_options")
+counts = common.query("table_counts")
+n_map = int(dict(zip(counts["table"], counts["rows"])).get("prompt_map", 0))
+if n_map == 0:
+    st.info("No prompt map in this DB yet. The precompute's embedding step writes prompt_embeddings and the 2-D UMAP "
+            "coordinates in prompt_map (e.g. `seam precompute ... --map`; see the README); reload afterwards.")
+    st.stop()
+
+c1, c2, c3, c4, c5 = st.columns([2, 2, 2, 2, 2])
+variant = common.pick("variant", opts["variants"], "m_variant", container=c1)
+policy = common.pick("policy model", opts["policies"], "m_pm", container=c2)
+reward = common.pick("reward model", opts["rewards"], "m_rm", container=c3)
+color = c4.selectbox("colour by", ["seam", "hack_rate", "mismatch", "source", "dataset"], key="m_color",
+                     bind="query-params")
+max_pts = c5.select_slider("max points", [2000, 5000, 10000, 20000, 50000], value=20000, key="m_max",
+                           bind="query-params")
+pts, n_total = common.query("prompt_map_points", variant=variant, policy=policy, reward=reward, max_points=max_pts,
+                            seed=0)
+shown = len(pts)
+st.caption(f"{shown:,} of {n_total:,} prompts shown" + (" (reservoir sample in SQL)" if shown < n_total else "")
+           + f"; metrics for {common.md(variant)}, {common.md(policy)} × {common.md(reward)}. "
+           "Lasso or box-select points to open them in the browser or send them to export.")
+
+hover = [common.plot_text(p) for p in pts["prompt"]]
+fig = go.Figure()
+if color in ("source", "dataset"):
+    for cat, g in pts.groupby(color, sort=True, dropna=False):
+        fig.add_trace(go.Scattergl(x=g["x"], y=g["y"], mode="markers", name=common.plot_text(cat),
+                                   customdata=g["sample_id"], text=[hover[i] for i in g.index],
+                                   marker=dict(size=5, opacity=0.7),
+                                   hovertemplate="%{text}<extra></extra>"))
+else:
+    vals = pts[color].astype(float)
+    fig.add_trace(go.Scattergl(
+        x=pts["x"], y=pts["y"], mode="markers", customdata=pts["sample_id"], text=hover,
+        marker=dict(size=5, opacity=0.75, color=vals, colorscale="Plasma" if color != "mismatch" else
+                    [[0, "#9ecae1"], [1, "#d62728"]], colorbar=dict(title=color), showscale=True),
+        hovertemplate="%{text}<br>" + color + " %{marker.color:.3f}<extra></extra>", showlegend=False))
+fig.update_layout(height=620, margin=dict(t=10), dragmode="lasso", xaxis=dict(showticklabels=False, title="UMAP 1"),
+                  yaxis=dict(showticklabels=False, title="UMAP 2"))
+event = st.plotly_chart(fig, key="map", on_select="rerun", selection_mode=("lasso", "box", "points"))
+
+points = (event or {}).get("selection", {}).get("points", []) if event else []
+ids = sorted({p.get("customdata") for p in points if p.get("customdata")})
+if not ids:
+    st.caption("Nothing selected yet.")
+    st.stop()
+
+sel = pts[pts["sample_id"].isin(ids)]
+all_mean, sel_mean = pts["seam"].mean(), sel["seam"].mean()
+m1, m2, m3 = st.columns(3)
+m1.metric("selected prompts", f"{len(ids):,}")
+m2.metric("mean SEAM, selection", "–" if sel["seam"].isna().all() else f"{sel_mean:.4f}",
+          delta=None if sel["seam"].isna().all() else f"{sel_mean - all_mean:+.4f} vs shown", delta_color="inverse")
+m3.metric("RM prefers worse, selection", common.pct(sel["mismatch"].astype(float).mean()))
+st.dataframe(sel[["sample_id", "seam", "hack_rate", "mismatch", "dataset", "source", "prompt"]], hide_index=True,
+             key="sel_table")
+
+origin = f"prompt map ({variant}, {policy} × {reward})"
+a, b = st.columns(2)
+if a.button("Open selection in the mismatch browser", key="to_browser", icon=":material/search:"):
+    st.session_state["selection"] = {"ids": ids, "origin": origin}
+    st.switch_page("views/browser.py", query_params={"b_variant": [variant], "b_pm": [policy], "b_rm": [reward],
+                                                     "b_only": "false"})
+if b.button("Send selection to export", key="to_export", icon=":material/filter_alt:"):
+    st.session_state["selection"] = {"ids": ids, "origin": origin}
+    st.switch_page("views/export.py", query_params={"e_variant": variant, "e_pm": policy, "e_rm": reward})

@@ -1,0 +1,177 @@
+"""Spot-check: blind A/B labeling of random pairs, and the RM mismatch rate it measures.
+
+Why blind and seeded: the paper's 35% mismatch on PM-generated pairs is a human judgement; to measure
+it honestly the annotator must not see which side is gold, which RM preferred what, or the model
+scores until the label is given, and left/right must be randomized (position bias). The queue is a
+deterministic function of its settings (kind, seed, strata, size), and every label is committed to
+SQLite the moment the button is pressed, keyed by the two response ids and the annotator — so closing
+the tab, restarting the app or a crash loses nothing and the same URL resumes where you stopped.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import streamlit as st
+
+from analysis import labels as labels_mod
+from app import common
+
+st.title("Spot-check")
+common.require_db()
+opts = common.query("filter_options")
+store = common.label_store()
+
+with st.container(border=True):
+    c1, c2, c3, c4, c5 = st.columns([2, 2, 2, 1, 1])
+    annotator = c1.text_input("annotator", key="annotator", bind="query-params", placeholder="your name",
+                              help="Labels are stored per annotator; agreement between annotators is measured below.")
+    kind = c2.segmented_control("pairs", ["policy", "dataset"], default="policy", key="c_kind", bind="query-params",
+                                required=True,
+                                format_func=lambda k: {"policy": "PM samples", "dataset": "gold vs worse"}[k],
+                                help="PM samples: two responses the PM itself wrote for one prompt (the paper's 35%). "
+                                     "Gold vs worse: the reference answer against one worse response.")
+    if kind == "dataset":
+        variant = common.pick("worse variant", opts["variants"], "c_variant",
+                              default="rejected" if "rejected" in opts["variants"] else None, container=c3)
+        generator = None
+    else:
+        variant = "rejected"
+        gen = c3.selectbox("PM that wrote them", ["any"] + opts["policies"], key="c_gen", bind="query-params")
+        generator = None if gen == "any" else gen
+    strat = c4.selectbox("stratify by", ["none", "dataset", "source"], key="c_strat", bind="query-params")
+    seed = int(c5.number_input("seed", value=0, min_value=0, step=1, key="c_seed", bind="query-params"))
+    n_queue = st.slider("queue size", 10, 500, 50, 10, key="c_n", bind="query-params")
+
+queue = common.query("spotcheck_pairs", kind=kind, n=n_queue, seed=seed, variant=variant, generator=generator,
+                     stratify=None if strat == "none" else strat)
+session = f"{kind}|{variant if kind == 'dataset' else (generator or 'any')}|{strat}|{seed}|{n_queue}"
+
+if queue.empty:
+    st.warning("No pairs of this kind in the DB" + (" (PM pairs need `policy` responses: N samples per prompt from the "
+                                                     "PM, written by the precompute's policy-sampling step)."
+                                                     if kind == "policy" else "."))
+    st.stop()
+
+
+def record(choice: str, a_id: str, b_id: str, left_id: str, sample_id: str) -> None:
+    """Button callback: commit the label before the rerun, remember it for the reveal."""
+    if choice in ("left", "right"):
+        better = left_id if choice == "left" else (b_id if left_id == a_id else a_id)
+        label = "a" if better == a_id else "b"
+    else:
+        label = choice
+    store.put(a_id, b_id, st.session_state["annotator"], label, kind=kind, sample_id=sample_id,
+              shown_left=left_id, session=session)
+    st.session_state["last_label"] = {"a_id": a_id, "b_id": b_id, "label": label, "left_id": left_id,
+                                      "sample_id": sample_id, "annotator": st.session_state["annotator"]}
+
+
+def undo() -> None:
+    last = st.session_state.pop("last_label", None)
+    if last:
+        store.delete(last["a_id"], last["b_id"], last["annotator"])
+
+
+if not annotator.strip():
+    st.info("Enter your name above to start labeling. Labels are saved as you give them.")
+else:
+    done = store.labeled_pairs(annotator.strip())
+    is_done = [(a, b) in done for a, b in zip(queue["a_id"], queue["b_id"])]
+    n_done = sum(is_done)
+    st.progress(n_done / len(queue), text=f"{n_done} of {len(queue)} pairs in this queue labeled by you")
+    remaining = queue[[not d for d in is_done]]
+    if remaining.empty:
+        st.success("Queue finished. Raise the queue size or change the seed for more pairs.")
+    else:
+        p = remaining.iloc[0]
+        left_id, left_text, right_text = ((p["b_id"], p["b_text"], p["a_text"]) if p["swap"]
+                                          else (p["a_id"], p["a_text"], p["b_text"]))
+        st.markdown("**Prompt**")
+        st.text(p["prompt"])
+        a, b = st.columns(2)
+        with a.container(border=True):
+            st.markdown("**A**")
+            st.text(left_text)
+        with b.container(border=True):
+            st.markdown("**B**")
+            st.text(right_text)
+        args = (p["a_id"], p["b_id"], left_id, p["sample_id"])
+        b1, b2, b3, b4, b5 = st.columns(5)
+        b1.button("A is better", key="lab_a", shortcut="A", on_click=record, args=("left", *args), type="primary",
+                  width="stretch")
+        b2.button("B is better", key="lab_b", shortcut="B", on_click=record, args=("right", *args), type="primary",
+                  width="stretch")
+        b3.button("Tie", key="lab_tie", shortcut="T", on_click=record, args=("tie", *args), width="stretch")
+        b4.button("Skip", key="lab_skip", shortcut="S", on_click=record, args=("skip", *args), width="stretch")
+        b5.button("Undo last", key="undo", shortcut="U", on_click=undo, width="stretch",
+                  disabled="last_label" not in st.session_state)
+        st.caption("Keyboard: A, B, T (tie), S (skip), U (undo). Model scores and which side is gold stay hidden "
+                   "until you label.")
+
+    last = st.session_state.get("last_label")
+    if last:
+        with st.expander("Revealed: the pair you just labeled", expanded=True):
+            # scores of the whole queue are read once (one scan of the score tables) and cached, so
+            # revealing after each click costs nothing even on a large DB
+            queue_scores = common.query("response_scores", sorted(set(queue["a_id"]) | set(queue["b_id"])))
+            sc = queue_scores[queue_scores["response_id"].isin([last["a_id"], last["b_id"]])]
+            if sc["response_id"].nunique() < 2:
+                sc = common.query("response_scores", [last["a_id"], last["b_id"]])
+            left, right = last["left_id"], (last["b_id"] if last["left_id"] == last["a_id"] else last["a_id"])
+            you = {"a": last["a_id"], "b": last["b_id"]}.get(last["label"])
+            st.text(f"your label: {'A (left)' if you == left else 'B (right)' if you == right else last['label']}")
+            piv = sc.pivot_table(index=["role", "model"], columns="response_id", values="value").reset_index()
+            if left in piv and right in piv:
+                piv = piv.rename(columns={left: "A (left)", right: "B (right)"})
+                rew = piv["role"] == "reward"
+                agrees = []
+                for _, r in piv.iterrows():
+                    if r["role"] != "reward" or you is None:
+                        agrees.append("")
+                    elif r["A (left)"] == r["B (right)"]:
+                        agrees.append("RM tie")
+                    else:
+                        rm_pick = left if r["A (left)"] > r["B (right)"] else right
+                        agrees.append("agrees" if rm_pick == you else "MISMATCH")
+                piv["RM vs you"] = agrees
+                st.dataframe(piv, hide_index=True, key="reveal")
+                st.caption(f"`policy` rows: PM mean token log-prob; `reward` rows: RM reward. "
+                           f"{int(rew.sum())} RM(s).")
+            var = sc.drop_duplicates("response_id").set_index("response_id")["variant"]
+            st.text(f"A was {var.get(left, '?')}, B was {var.get(right, '?')}")
+
+# ==================================================================== statistics
+st.header("RM mismatch vs labels")
+lab = store.all()
+cons = labels_mod.consensus(lab)
+if cons.empty:
+    st.caption("No labels yet.")
+    st.stop()
+mm = common.query("label_mismatch", cons)
+target = st.select_slider("target precision (± percentage points, 95%)", [1, 2, 3, 5, 7.5, 10, 15], value=5,
+                          key="c_target", bind="query-params")
+rows = []
+for r in mm.itertuples():
+    need = labels_mod.labels_needed(r.mismatch if r.n else None, target / 100, int(r.n))
+    half = (r.mismatch_hi - r.mismatch_lo) / 2 if r.n else math.nan
+    rows.append({"pairs": r.kind, "RM": r.reward, "n": r.n, "RM wrong": r.wrong, "RM ties": r.rm_ties,
+                 "label ties": r.label_ties,
+                 "mismatch [95% CI]": common.ci_pct(r.mismatch, r.mismatch_lo, r.mismatch_hi),
+                 "± now": "–" if math.isnan(half) else f"±{100 * half:.1f} pp",
+                 f"label more for ±{target} pp": need})
+st.dataframe(pd.DataFrame(rows), hide_index=True, key="mismatch")
+st.caption(f"One consensus label per pair (majority of non-skip labels; {cons.attrs.get('n_split', 0)} split pair(s) "
+           "left out). Wilson 95% intervals. The planner assumes the current rate holds (0.5 when unknown).")
+
+st.subheader("Agreement between annotators")
+kt = labels_mod.kappa_table(lab)
+if kt.empty:
+    st.caption("Needs two annotators labeling the same pairs (same kind, seed and queue settings).")
+else:
+    st.dataframe(kt.assign(agreement=kt["agreement"].map(common.pct), kappa=kt["kappa"].round(3)), hide_index=True,
+                 key="kappa")
+    st.caption("Cohen's κ over pairs both annotators judged (skips excluded); labels a / b / tie.")
+per = lab.groupby(["annotator", "label"]).size().unstack(fill_value=0).reset_index()
+st.dataframe(per, hide_index=True, key="per_annotator")

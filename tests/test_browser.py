@@ -1,0 +1,228 @@
+"""End-to-end: the real app under `streamlit run`, driven by headless Chromium (Debian `chromium`).
+
+Why on top of AppTest: AppTest runs page scripts in-process; only a browser proves that the pages render
+in the real frontend (Plotly charts, dataframes, keyboard shortcuts, URL-bound widgets) and that a label
+given with a click reaches SQLite and an export reaches disk. Screenshots of every page land in
+test-artifacts/screenshots/ for a human to look at.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from analysis import synthetic
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (/usr/bin/chromium)"),
+]
+
+PAGES = [("", "SEAM Lens — overview"), ("saturation", "Saturation: PM × RM"),
+         ("distributions", "SEAM distributions"), ("browser", "Mismatch browser"), ("spotcheck", "Spot-check"),
+         ("export", "Filtering & export"), ("prompt-map", "Prompt map")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("browser")
+    db = synthetic.make_synthetic_db(tmp / "seam.duckdb", 600, seed=3)
+    synthetic.add_hand_rows(db)
+    port = _free_port()
+    env = dict(os.environ, SEAM_LABELS="", SEAM_EXPORTS="")
+    env.pop("SEAM_DB", None)
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.headless", "true",
+           "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
+           "--", "--db", str(db)]
+    log = open(tmp / "streamlit.log", "w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("streamlit did not start:\n" + (tmp / "streamlit.log").read_text())
+            time.sleep(0.5)
+        yield {"url": url, "db": db, "tmp": tmp}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        yield b
+        b.close()
+
+
+def wait_ready(page, timeout_s: float = 60) -> None:
+    """Wait until the script run finished: the app's status widget shows no 'Running' for a while."""
+    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_s * 1000)
+    deadline = time.monotonic() + timeout_s
+    quiet_since = None
+    while time.monotonic() < deadline:
+        running = page.evaluate("""() => {
+            const w = document.querySelector('[data-testid="stStatusWidget"]');
+            return !!(w && /Running|Connecting/i.test(w.innerText));
+        }""")
+        skeleton = page.locator('[data-testid="stSkeleton"]').count()
+        if running or skeleton:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > 1.0:
+            return
+        time.sleep(0.2)
+    raise TimeoutError("app did not become idle")
+
+
+def shot(page, name: str) -> Path:
+    """Screenshot the whole page: Streamlit scrolls inside its main container, so the viewport is
+    stretched to the content height first (full_page alone would stop at the window)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    size = page.viewport_size
+    height = page.evaluate("""() => {
+        const m = document.querySelector('[data-testid="stMain"]') || document.body;
+        return Math.max(m.scrollHeight, document.body.scrollHeight);
+    }""")
+    page.set_viewport_size({"width": size["width"], "height": min(max(height + 40, size["height"]), 8000)})
+    time.sleep(0.8)  # let charts re-layout
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(size)
+    return path
+
+
+def test_every_page_loads(app_server, browser):
+    page = browser.new_page(viewport={"width": 1500, "height": 1000})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    for url_path, title in PAGES:
+        page.goto(f"{app_server['url']}/{url_path}")
+        page.get_by_role("heading", name=title).first.wait_for(timeout=60_000)
+        wait_ready(page)
+        assert page.locator('[data-testid="stException"]').count() == 0, f"exception on {url_path}"
+        shot(page, url_path or "overview")
+    # the overview shows the hand-computed RM accuracy for the hand rows: 7/10, Wilson [39.7%, 89.2%]
+    page.goto(f"{app_server['url']}/")
+    wait_ready(page)
+    assert page.get_by_text("Page not found").count() == 0
+    page.close()
+    assert not errors, errors
+
+
+def test_spotcheck_two_labels_and_export(app_server, browser):
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page.goto(f"{app_server['url']}/spotcheck?annotator=alice")
+    page.get_by_role("heading", name="Spot-check").wait_for(timeout=60_000)
+    wait_ready(page)
+    shot(page, "spotcheck-before")
+    first_a = page.locator('[data-testid="stText"]').nth(1).inner_text()
+    page.get_by_role("button", name="A is better").click()
+    wait_ready(page)
+    # the next pair is shown and the previous one is revealed
+    page.get_by_text("Revealed: the pair you just labeled").wait_for(timeout=30_000)
+    assert page.locator('[data-testid="stText"]').nth(1).inner_text() != first_a
+    # second label by keyboard shortcut (B)
+    page.get_by_role("heading", name="Spot-check").click()
+    page.keyboard.press("b")
+    wait_ready(page)
+    page.get_by_text("2 of 50 pairs in this queue labeled by you").wait_for(timeout=30_000)
+    shot(page, "spotcheck-after-two-labels")
+
+    labels_db = Path(str(app_server["db"]).replace(".duckdb", ".labels.sqlite"))
+    with sqlite3.connect(labels_db) as con:
+        rows = con.execute("SELECT annotator, label, kind FROM labels").fetchall()
+    assert len(rows) == 2 and {r[0] for r in rows} == {"alice"}
+    assert {r[1] for r in rows} <= {"a", "b"}
+
+    # export a subset (top 20% dropped, kept part) as JSONL
+    page.goto(f"{app_server['url']}/export?e_q=20")
+    page.get_by_role("heading", name="Filtering & export").wait_for(timeout=60_000)
+    wait_ready(page)
+    page.get_by_role("textbox", name="export name").fill("../browser-export")
+    page.get_by_role("button", name="Export", exact=True).click()
+    wait_ready(page)
+    page.get_by_text("Exported").first.wait_for(timeout=60_000)
+    shot(page, "export-done")
+    out = app_server["db"].parent / "exports" / "browser-export"
+    card = json.loads((out / "card.json").read_text())
+    assert card["filter"]["q"] == 0.2 and card["subset"] == "kept"
+    lines = (out / "data.jsonl").read_text().splitlines()
+    assert len(lines) == card["n"] > 0
+    assert set(json.loads(lines[0])) >= {"prompt", "chosen", "rejected"}
+    assert not (app_server["db"].parent / "browser-export").exists()
+    page.close()
+
+
+def test_prompt_map_lasso_opens_the_browser(app_server, browser):
+    """Draw a lasso on the map; the selection is listed, then opened in the mismatch browser."""
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page.goto(f"{app_server['url']}/prompt-map")
+    page.get_by_role("heading", name="Prompt map").wait_for(timeout=60_000)
+    wait_ready(page)
+    box = page.locator('[data-testid="stPlotlyChart"] .nsewdrag').first.bounding_box()
+    cx, cy, w, h = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, box["width"], box["height"]
+    page.mouse.move(cx - 0.3 * w, cy - 0.3 * h)
+    page.mouse.down()
+    for fx, fy in [(0.3, -0.3), (0.3, 0.3), (-0.3, 0.3), (-0.3, -0.29)]:
+        page.mouse.move(cx + fx * w, cy + fy * h, steps=8)
+    page.mouse.up()
+    wait_ready(page)
+    page.get_by_text("selected prompts").wait_for(timeout=30_000)
+    shot(page, "prompt-map-selection")
+    page.get_by_role("button", name="Open selection in the mismatch browser").click()
+    page.get_by_role("heading", name="Mismatch browser").wait_for(timeout=60_000)
+    wait_ready(page)
+    page.get_by_text("samples selected on the prompt map").wait_for(timeout=30_000)
+    shot(page, "browser-from-map-selection")
+    page.close()
+
+
+def test_saturation_cell_click_shows_its_samples(app_server, browser):
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page.goto(f"{app_server['url']}/saturation")
+    page.get_by_role("heading", name="Saturation: PM × RM").wait_for(timeout=60_000)
+    wait_ready(page)
+    page.get_by_text("PM pm-sft-1k  ×  RM rm-10k").wait_for(timeout=30_000)  # default cell
+    box = page.locator('[data-testid="stPlotlyChart"] .nsewdrag').first.bounding_box()
+    # cells: PMs bottom -> top (pm-sft-1k, pm-sft-10k), RMs left -> right (rm-10k, rm-100k)
+    page.mouse.click(box["x"] + 0.75 * box["width"], box["y"] + 0.25 * box["height"])
+    wait_ready(page)
+    page.get_by_text("PM pm-sft-10k  ×  RM rm-100k").wait_for(timeout=30_000)
+    shot(page, "saturation-cell-clicked")
+    page.close()
