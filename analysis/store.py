@@ -204,9 +204,10 @@ def iter_samples(con: duckdb.DuckDBPyConnection, dataset: str) -> list[tuple[str
 # ---------------------------------------------------------------- finalize
 
 def finalize(con: duckdb.DuckDBPyConnection) -> None:
-    """Materialise seam_metrics at the default setting (alpha = 1, hard hacking).
+    """Materialise seam_metrics (alpha = 1, hard hacking) and rm_accuracy from the scores.
 
     Recomputed from scratch each time, so it is idempotent and always consistent with the scores.
+    One pass over scored_vs_gold: rank agreement is computed from per-group lists, not a self-join.
     """
     con.execute(
         """
@@ -214,6 +215,18 @@ def finalize(con: duckdb.DuckDBPyConnection) -> None:
         SELECT s.*, ra.rank_agreement
         FROM seam_at(1.0, 0.0) s
         LEFT JOIN rank_agreement_at(1.0) ra USING (sample_id, variant, policy, reward)
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TABLE rm_accuracy AS
+        SELECT reward, variant,
+               count(*)::INTEGER                                    AS n,
+               count(*) FILTER (WHERE outcome = 'correct')::INTEGER AS correct,
+               count(*) FILTER (WHERE outcome = 'wrong')::INTEGER   AS wrong,
+               count(*) FILTER (WHERE outcome = 'tie')::INTEGER     AS ties
+        FROM rm_pair_outcomes
+        GROUP BY reward, variant
         """
     )
 

@@ -42,23 +42,24 @@ SELECT sample_id, variant, policy, reward,
 FROM h
 GROUP BY sample_id, variant, policy, reward;
 
+-- Kendall tau-b of two equal-length lists (ties-aware; NULL when either side is constant).
+-- List lambdas instead of a self-join of responses: one pass, O(k^2) per group in memory.
+CREATE OR REPLACE MACRO kendall_tau_b(x, y) AS (
+    list_sum(list_transform(range(1, len(x) + 1), lambda i: coalesce(list_sum(list_transform(
+        range(i + 1, len(x) + 1), lambda j: sign(x[i] - x[j]) * sign(y[i] - y[j]))), 0)))
+    / nullif(sqrt(
+        list_sum(list_transform(range(1, len(x) + 1), lambda i: coalesce(list_sum(list_transform(
+            range(i + 1, len(x) + 1), lambda j: abs(sign(x[i] - x[j])))), 0)))
+      * list_sum(list_transform(range(1, len(y) + 1), lambda i: coalesce(list_sum(list_transform(
+            range(i + 1, len(y) + 1), lambda j: abs(sign(y[i] - y[j])))), 0)))), 0)
+);
+
 -- Kendall tau-b between l_alpha and r over {y*} U {y_j} for each sample x variant x PM x RM.
 CREATE OR REPLACE MACRO rank_agreement_at(alpha) AS TABLE
-WITH members AS (
-    SELECT sample_id, variant, policy, reward, response_id, lp, score FROM scored_vs_gold(alpha)
-    UNION ALL
-    SELECT DISTINCT sample_id, variant, policy, reward, 'gold' AS response_id, lp_gold, score_gold
-    FROM scored_vs_gold(alpha)
-), pairs AS (
-    SELECT a.sample_id, a.variant, a.policy, a.reward,
-           sign(a.lp - b.lp) AS sx, sign(a.score - b.score) AS sy
-    FROM members a JOIN members b
-      ON a.sample_id = b.sample_id AND a.variant = b.variant AND a.policy = b.policy
-     AND a.reward = b.reward AND a.response_id < b.response_id
-)
 SELECT sample_id, variant, policy, reward,
-       sum(sx * sy) / nullif(sqrt(sum(abs(sx)) * sum(abs(sy))), 0) AS rank_agreement
-FROM pairs
+       kendall_tau_b(list_prepend(any_value(lp_gold), list(lp ORDER BY response_id)),
+                     list_prepend(any_value(score_gold), list(score ORDER BY response_id))) AS rank_agreement
+FROM scored_vs_gold(alpha)
 GROUP BY sample_id, variant, policy, reward;
 
 -- RM accuracy on pairs with a reference preference: gold (reference winner) vs each worse response
@@ -72,12 +73,3 @@ JOIN rm_scores s USING (response_id)
 JOIN responses gr ON gr.sample_id = r.sample_id AND gr.variant = 'gold'
 JOIN rm_scores g ON g.response_id = gr.response_id AND g.reward = s.reward
 WHERE r.variant NOT IN ('gold', 'policy');
-
-CREATE OR REPLACE VIEW rm_accuracy AS
-SELECT reward, variant,
-       count(*)::INTEGER                                   AS n,
-       count(*) FILTER (WHERE outcome = 'correct')::INTEGER AS correct,
-       count(*) FILTER (WHERE outcome = 'wrong')::INTEGER   AS wrong,
-       count(*) FILTER (WHERE outcome = 'tie')::INTEGER     AS ties
-FROM rm_pair_outcomes
-GROUP BY reward, variant;

@@ -114,3 +114,10 @@ CREATE TABLE IF NOT EXISTS seam_metrics (
 );
 CREATE OR REPLACE VIEW seam AS
 SELECT sample_id, variant, policy, reward, seam, seam_rel, hack_rate, k FROM seam_metrics;
+
+-- RM accuracy per RM x variant on (gold > worse) pairs; refreshed by store.finalize from the view
+-- rm_pair_outcomes (materialised because the dashboard's overview reads it on every load).
+CREATE TABLE IF NOT EXISTS rm_accuracy (
+    reward VARCHAR, variant VARCHAR, n INTEGER, correct INTEGER, wrong INTEGER, ties INTEGER
+);
+CREATE INDEX IF NOT EXISTS responses_by_sample ON responses (sample_id);
