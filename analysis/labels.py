@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.metrics import cohen_kappa  # noqa: F401  (re-exported: the app imports it from here)
 from analysis.queries import Z95, wilson
 
 VALID = ("a", "b", "tie", "skip")
@@ -170,21 +171,6 @@ def consensus(labels: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(out_rows, columns=cols)
     out.attrs["n_split"] = split
     return out
-
-
-def cohen_kappa(x: list[str], y: list[str]) -> float:
-    """Cohen's kappa of two raters over the same items (labels as strings). NaN when undefined."""
-    if len(x) != len(y):
-        raise ValueError("raters must label the same items")
-    n = len(x)
-    if n == 0:
-        return math.nan
-    cats = sorted(set(x) | set(y))
-    po = sum(1 for a, b in zip(x, y) if a == b) / n
-    pe = sum((x.count(c) / n) * (y.count(c) / n) for c in cats)
-    if pe >= 1.0:
-        return 1.0 if po == 1.0 else math.nan
-    return (po - pe) / (1 - pe)
 
 
 def kappa_table(labels: pd.DataFrame) -> pd.DataFrame:

@@ -90,16 +90,23 @@ class Proportion:
         return f"{self.p:.1%} [{self.lo:.1%}, {self.hi:.1%}] (n = {self.n})"
 
 
-def wilson(k: int, n: int, confidence: float = 0.95) -> Proportion:
-    """Wilson score interval for k successes out of n (robust near 0 and 1, unlike the normal one)."""
+def wilson_bounds(k: float, n: float, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval bounds of k/n (k may be fractional); (nan, nan) when n <= 0."""
     if n <= 0:
-        return Proportion(0, 0, float("nan"), float("nan"))
-    z = stats.norm.ppf(0.5 + confidence / 2)
+        return float("nan"), float("nan")
     p = k / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Proportion(k, n, max(0.0, centre - half), min(1.0, centre + half))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def wilson(k: int, n: int, confidence: float = 0.95) -> Proportion:
+    """Wilson score interval for k successes out of n (robust near 0 and 1, unlike the normal one)."""
+    if n <= 0:
+        return Proportion(0, 0, float("nan"), float("nan"))
+    lo, hi = wilson_bounds(k, n, float(stats.norm.ppf(0.5 + confidence / 2)))
+    return Proportion(k, n, lo, hi)
 
 
 @dataclass(frozen=True)
@@ -150,11 +157,16 @@ def bootstrap_mean(values: Sequence[float], confidence: float = 0.95, n_resample
 
 
 def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float:
-    """Cohen's kappa between two annotators' labels on the same items."""
+    """Cohen's kappa between two annotators' labels on the same items; nan when undefined
+    (no items, or chance agreement is certain but observed agreement is not)."""
     a, b = list(a), list(b)
-    if len(a) != len(b) or not a:
+    if len(a) != len(b):
+        raise ValueError("raters must label the same items")
+    if not a:
         return float("nan")
     cats = sorted(set(a) | set(b))
     po = sum(x == y for x, y in zip(a, b)) / len(a)
     pe = sum((a.count(c) / len(a)) * (b.count(c) / len(b)) for c in cats)
-    return float("nan") if pe == 1 else (po - pe) / (1 - pe)
+    if pe >= 1.0:
+        return 1.0 if po == 1.0 else float("nan")
+    return (po - pe) / (1 - pe)

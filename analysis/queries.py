@@ -28,6 +28,8 @@ from typing import Any, Mapping, Sequence
 import duckdb
 import pandas as pd
 
+from analysis.metrics import wilson_bounds
+
 # ---------------------------------------------------------------------------------------------------
 # statistics helpers (kept here so every page computes intervals the same way)
 
@@ -35,18 +37,13 @@ Z95 = 1.959963984540054
 
 
 def wilson(k: float, n: float, z: float = Z95) -> tuple[float, float, float]:
-    """Proportion k/n with its Wilson score interval. Returns (p, lo, hi); NaNs when n == 0.
+    """Proportion k/n with its Wilson score interval (analysis.metrics). Returns (p, lo, hi); NaNs when n == 0.
 
     Wilson rather than the normal approximation because spot-check counts are small and rates can sit
     near 0 or 1, where the Wald interval collapses or leaves [0, 1].
     """
-    if n <= 0:
-        return (math.nan, math.nan, math.nan)
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (p, max(0.0, centre - half), min(1.0, centre + half))
+    lo, hi = wilson_bounds(k, n, z)
+    return (k / n if n > 0 else math.nan, lo, hi)
 
 
 def t_interval(mean: float, sd: float, n: float, level: float = 0.95) -> tuple[float, float]:
