@@ -1,4 +1,4 @@
-"""`seam` command line: precompute, demo, app, info, train-rm, import-rlhf, merge.
+"""`seam` command line: precompute, demo, app, info, train-rm, train-pm, experiment, import-rlhf, merge.
 
 Plain argparse (no extra dependency); every precompute flag maps 1:1 to a PrecomputeConfig field.
 Heavy imports (torch, transformers) happen inside the commands so `seam --help` and `seam info` are fast.
@@ -197,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parts", required=True, help="the parts/ folder the shards wrote")
     p.add_argument("--db", type=Path, default=DEFAULT_DB)
     p.set_defaults(func=cmd_merge)
+
+    from analysis.experiment import add_experiment_parsers  # both import torch lazily
+    from analysis.train_pm import add_train_pm_parser
+
+    add_experiment_parsers(sub)
+    add_train_pm_parser(sub)
     return ap
 
 

@@ -112,6 +112,7 @@ CREATE OR REPLACE TABLE selection_results (
     metric VARCHAR,                 -- acc:<pairs> | bon_gold:<pm label> | bon_gold:all | seam_heldout
     value DOUBLE, lo DOUBLE, hi DOUBLE, n INTEGER,
     delta DOUBLE, delta_lo DOUBLE, delta_hi DOUBLE,   -- minus condition none (paired over items)
+    vs_random DOUBLE, vs_random_lo DOUBLE, vs_random_hi DOUBLE,   -- drop_top / drop_bottom minus drop_random, same q
     kept_samples INTEGER, train_pairs INTEGER, mean_seam_kept DOUBLE
 );
 

@@ -1,0 +1,109 @@
+"""Writes the relations of `seam experiment` (DDL in analysis/sql/experiments.sql) into the results DB.
+
+Same discipline as analysis/store.py: short write sessions through `store.writer`, all DDL in the
+.sql file. Result relations are replaced as a whole in one transaction at the end of a run (so a failed
+run leaves the previous results readable and intact); `experiment_runs` accumulates one row per run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+import duckdb
+import pyarrow as pa
+
+from analysis import store
+
+SQL_FILE = "experiments.sql"
+
+# Result relations in the order they are documented (experiment_runs is the history, never replaced).
+RESULT_TABLES = ("experiment_models", "model_quality", "saturation_grid", "saturation_curve", "saturation_picks",
+                 "saturation_summary", "mismatch_rates", "seam_validation", "seam_validation_items",
+                 "selection_results", "augmentation_results")
+
+
+def _statements() -> list[str]:
+    text = resources.files("analysis").joinpath("sql", SQL_FILE).read_text()
+    # The DDL has no string literals, so everything after `--` is a comment (and may contain ';').
+    lines = [ln.split("--", 1)[0] for ln in text.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create every experiment relation that does not exist yet, empty (readers may call this on a
+    read-write connection so their queries never fail on a DB without experiment results)."""
+    for stmt in _statements():
+        con.execute(stmt.replace("CREATE OR REPLACE TABLE", "CREATE TABLE IF NOT EXISTS", 1))
+
+
+def reset_results(con: duckdb.DuckDBPyConnection) -> None:
+    """(Re)create all result relations empty; experiment_runs is kept."""
+    for stmt in _statements():
+        con.execute(stmt)
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, sort_keys=True, default=str)
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):   # numpy scalars
+        v = v.item()
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None
+    return v
+
+
+def columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
+
+
+def write(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[dict]) -> int:
+    """Append dict rows (keys = column names; missing columns are NULL, NaN becomes NULL)."""
+    if table not in RESULT_TABLES:
+        raise ValueError(f"{table} is not an experiment result table")
+    if not rows:
+        return 0
+    cols = columns(con, table)
+    unknown = set().union(*(r.keys() for r in rows)) - set(cols)
+    if unknown:
+        raise ValueError(f"{table}: unknown columns {sorted(unknown)}")
+    data = {c: [_clean(r.get(c)) for r in rows] for c in cols}
+    types = dict(con.execute(f"SELECT column_name, data_type FROM information_schema.columns"
+                             f" WHERE table_name = '{table}'").fetchall())
+    arrow = pa.table({c: pa.array(v, type=_arrow_type(types[c])) for c, v in data.items()})
+    con.register("_exp_rows", arrow)
+    try:
+        con.execute(f"INSERT INTO {table} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM _exp_rows")
+    finally:
+        con.unregister("_exp_rows")
+    return len(rows)
+
+
+def _arrow_type(duck: str) -> pa.DataType:
+    return {"DOUBLE": pa.float64(), "INTEGER": pa.int64(), "BIGINT": pa.int64(), "BOOLEAN": pa.bool_(),
+            "TIMESTAMP": pa.timestamp("us")}.get(duck, pa.string())
+
+
+def write_results(db: Path, results: dict[str, list[dict]]) -> dict[str, int]:
+    """Replace all result relations with `results` (table -> rows) in one transaction."""
+    with store.writer(db) as con:
+        reset_results(con)
+        return {t: write(con, t, results.get(t, [])) for t in RESULT_TABLES}
+
+
+def start_run(db: Path, run_id: str, name: str, config: dict, versions: dict) -> None:
+    with store.writer(db) as con:
+        ensure_tables(con)
+        con.execute("INSERT OR REPLACE INTO experiment_runs (run_id, name, status, started_at, config, versions,"
+                    " summary) VALUES (?, ?, 'running', current_timestamp, ?, ?, '{}')",
+                    [run_id, name, json.dumps(config, default=str), json.dumps(versions, default=str)])
+
+
+def finish_run(db: Path, run_id: str, status: str, summary: dict) -> None:
+    with store.writer(db) as con:
+        ensure_tables(con)
+        con.execute("UPDATE experiment_runs SET status = ?, finished_at = current_timestamp, summary = ?"
+                    " WHERE run_id = ?", [status, json.dumps(summary, default=str), run_id])

@@ -1,0 +1,172 @@
+"""`seam experiment` (analysis/experiment.py): config, CLI, store, and a tiny real end-to-end run (slow)."""
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from analysis import experiment_store
+from analysis.experiment import SFT, SMOLLM, ExperimentConfig, add_experiment_parsers, config_from_args
+
+
+def _parse(argv):
+    ap = argparse.ArgumentParser(prog="seam")
+    sub = ap.add_subparsers(dest="command", required=True)
+    add_experiment_parsers(sub)
+    return ap.parse_args(argv)
+
+
+def test_config_defaults_and_quick():
+    full = ExperimentConfig()
+    assert len(full.policies) >= 3 and len(full.rm_sizes) >= 4 and full.rm_sizes[-1] is None
+    q = ExperimentConfig.quick(db=Path("/tmp/x.duckdb"))
+    assert q.name == "quick" and q.bon_prompts < full.bon_prompts and q.seeds >= 2
+    assert q.dataset("bon") == "exp-quick:bon" and q.models_path == Path("/tmp/models")
+    json.dumps(q.to_dict())  # the config is stored as JSON in experiment_runs
+
+
+@pytest.mark.parametrize("bad", [dict(policy_samples=1), dict(selection_q=[1.5]), dict(seeds=0),
+                                 dict(variants=["generated"]), dict(policies=[]), dict(rm_sizes=[0])])
+def test_config_validation(bad):
+    with pytest.raises(ValueError):
+        ExperimentConfig(**bad)
+
+
+def test_cli_flags_map_to_config(tmp_path):
+    args = _parse(["experiment", "--quick", "--db", str(tmp_path / "x.duckdb"), "--rm-sizes", "0,8,all",
+                   "--policy", SMOLLM, "--policy", SFT, "--samples", "3", "--selection-q", "0.2,0.4",
+                   "--human-pairs", "none", "--seeds", "4", "--quiet"])
+    cfg = config_from_args(args)
+    assert cfg.name == "quick" and cfg.rm_sizes == [0, 8, None] and cfg.policies == [SMOLLM, SFT]
+    assert cfg.policy_samples == 3 and cfg.selection_q == [0.2, 0.4] and cfg.human_pairs is None
+    assert cfg.seeds == 4 and cfg.progress is False and cfg.db == tmp_path / "x.duckdb"
+    full = config_from_args(_parse(["experiment", "--db", str(tmp_path / "y.duckdb")]))
+    assert full.name == "full" and full.human_pairs == "auto"
+
+
+def test_store_roundtrip(tmp_path):
+    db = tmp_path / "e.duckdb"
+    experiment_store.start_run(db, "r1", "t", {"a": 1}, {"python": "3"})
+    counts = experiment_store.write_results(db, {
+        "saturation_grid": [dict(run_id="r1", policy="p", reward="r", metric="bon_gold", quality=0.5,
+                                 quality_lo=0.4, quality_hi=float("nan"), n=3, bon_n=4)],
+        "mismatch_rates": [dict(run_id="r1", policy="p", reward="r", pair_kind="pm_samples", reference="judge",
+                                k=3, n=10, rate=0.3, lo=0.1, hi=0.6, ties=0)],
+    })
+    assert counts["saturation_grid"] == 1 and counts["selection_results"] == 0
+    experiment_store.finish_run(db, "r1", "done", {"x": 2})
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        row = con.execute("SELECT policy, reward, quality, quality_lo, quality_hi, n, metric FROM saturation_grid").fetchone()
+        assert row == ("p", "r", 0.5, 0.4, None, 3, "bon_gold")   # NaN is stored as NULL
+        assert con.execute("SELECT status, json_extract(summary, '$.x') FROM experiment_runs").fetchone() == ("done", "2")
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        assert set(experiment_store.RESULT_TABLES) <= tables
+    finally:
+        con.close()
+    # a second run replaces the results, keeps the history
+    experiment_store.start_run(db, "r2", "t", {}, {})
+    experiment_store.write_results(db, {})
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM saturation_grid").fetchone()[0] == 0
+        assert con.execute("SELECT count(*) FROM experiment_runs").fetchone()[0] == 2
+    finally:
+        con.close()
+    with pytest.raises(ValueError):
+        experiment_store.write_results(db, {"saturation_grid": [dict(nope=1)]})
+
+
+def test_splits_deterministic_and_disjoint(tmp_path):
+    from analysis.experiment import Experiment
+
+    cfg = ExperimentConfig.quick(db=tmp_path / "s.duckdb", human_pairs=None)
+    a, b = Experiment(cfg, log=lambda m: None), Experiment(cfg, log=lambda m: None)
+    a.make_splits(), b.make_splits()
+    ids = {k: [s.sample_id for s in v] for k, v in a.splits.items()}
+    assert ids == {k: [s.sample_id for s in v] for k, v in b.splits.items()}
+    assert len(ids["bon"]) == cfg.bon_prompts and len(ids["pool"]) == cfg.pool_prompts
+    prompts = {k: {" ".join(s.prompt.split()).casefold() for s in v} for k, v in a.splits.items()}
+    names = list(prompts)
+    for i, x in enumerate(names):
+        for y in names[i + 1:]:
+            assert not prompts[x] & prompts[y], f"prompt shared by splits {x} and {y}"
+    assert (cfg.work_dir / "bon.jsonl").read_text().count("\n") == cfg.bon_prompts
+
+
+# ------------------------------------------------------------------ end to end (real weights)
+
+@pytest.mark.slow
+def test_experiment_end_to_end_tiny(tmp_path, monkeypatch):
+    from analysis.experiment import run_experiment
+
+    models = Path(os.environ.get("SEAM_TEST_MODELS", tmp_path / "models"))
+    db = tmp_path / "exp.duckdb"
+    cfg = ExperimentConfig.quick(
+        db=db, name="t", models_dir=models, sft_steps=2, sft_batch_size=2, sft_lr=1e-3, rm_sizes=[0, 24], bon_prompts=4, pool_prompts=12,
+        eval_prompts=12, human_pairs_limit=8, policy_samples=2, gen_max_new_tokens=8, k=1, selection_q=[0.5],
+        seeds=1, aug_base_pairs=16, aug_pairs=8, n_resamples=100, progress=False)
+    summary = run_experiment(cfg, log=lambda m: None)
+    assert summary["table_rows"]["saturation_grid"] == 2 * 2
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        def one(sql):
+            return con.execute(sql).fetchone()
+
+        # saturation grid: every PM x RM cell, sane values, the columns the dashboard reads
+        n, bad = one("""SELECT count(*), count(*) FILTER (WHERE NOT (quality_lo <= quality AND quality <= quality_hi)
+                                                          OR win_rate < 0 OR win_rate > 1 OR n <> 4 OR bon_n <> 2)
+                        FROM saturation_grid""")
+        assert n == 4 and bad == 0
+        assert one("SELECT count(*) FROM saturation_grid WHERE quality > oracle_quality + 1e-9")[0] == 0
+        assert one("SELECT count(DISTINCT axis) FROM saturation_summary")[0] == 2
+        assert one("SELECT count(*) FROM saturation_curve")[0] == 4 * 2
+        # axis quality: RM accuracy on held-out pairs (chatterbot; HH when the shared file exists), PM quality
+        accs = con.execute("SELECT model, metric, value, n FROM model_quality WHERE metric LIKE 'acc:%'").fetchall()
+        assert accs and all(0 <= v <= 1 and n > 0 for _, _, v, n in accs)
+        assert {"judge_mean", "judge_win_vs_gold"} <= {r[0] for r in con.execute(
+            "SELECT metric FROM model_quality WHERE role = 'policy'").fetchall()}
+        # mismatch on PM samples (one pair per prompt with N = 2) and on dataset pairs
+        mm = con.execute("SELECT k, n, rate, lo, hi, ties FROM mismatch_rates WHERE pair_kind = 'pm_samples'").fetchall()
+        assert len(mm) == 4
+        for k, n_, rate, lo, hi, ties in mm:
+            assert n_ + ties <= 4 and (n_ == 0 or (0 <= lo <= rate <= hi <= 1 and math.isclose(rate, k / n_)))
+        assert one("SELECT count(*) FROM mismatch_rates WHERE pair_kind LIKE 'dataset:%'")[0] >= 3
+        # SEAM validation: SEAM predictors and the three baselines, AUROC in [0, 1] where defined
+        preds = {r[0] for r in con.execute("SELECT DISTINCT predictor FROM seam_validation").fetchall()}
+        assert {"seam:contrast", "seam:adv", "baseline:length", "baseline:rm_margin", "baseline:pm_logprob"} <= preds
+        assert one("SELECT count(*) FROM seam_validation WHERE stat = 'auroc' AND (value < 0 OR value > 1)")[0] == 0
+        # selection and augmentation: all conditions, deltas against the reference condition
+        conds = {r[0] for r in con.execute("SELECT DISTINCT condition FROM selection_results").fetchall()}
+        assert conds == {"none", "drop_top", "drop_bottom", "drop_random"}
+        assert one("SELECT count(*) FROM selection_results WHERE condition <> 'none' AND delta IS NULL"
+                   " AND metric LIKE 'acc:%'")[0] == 0
+        aug = {r[0] for r in con.execute("SELECT DISTINCT condition FROM augmentation_results").fetchall()}
+        assert aug == {"base", "seam", "random"}
+        assert one("SELECT count(*) FROM augmentation_results WHERE condition = 'seam' AND seed IS NULL"
+                   " AND metric = 'seam_heldout' AND vs_random IS NOT NULL")[0] == 1
+        # the standard tables hold the experiment's responses and scores; the config is recorded
+        assert one("SELECT count(*) FROM responses r JOIN samples s USING (sample_id)"
+                   " WHERE s.dataset = 'exp-t:bon' AND r.variant = 'policy'")[0] >= 4 * 2 * 2 - 2
+        status, config = one("SELECT status, config FROM experiment_runs")
+        assert status == "done" and json.loads(config)["policy_samples"] == 2
+        assert one("SELECT count(*) FROM experiment_models WHERE role = 'judge'")[0] == 1
+    finally:
+        con.close()
+
+    # the worked notebook runs top to bottom on this DB (plain SQL, read-only)
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb_path = Path(__file__).resolve().parents[1] / "notebooks" / "paper_miniature.ipynb"
+    nb = nbformat.read(nb_path, as_version=4)
+    monkeypatch.setenv("SEAM_DB", str(db))
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
+    assert "Saturation:" in text and "Mismatch on PM-sample pairs" in text
