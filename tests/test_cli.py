@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from analysis import store
 from analysis.cli import main
 
@@ -57,3 +59,22 @@ def test_ingest_only_precompute_records_rejects_and_is_idempotent(tmp_path, caps
     con.close()
     assert main(["info", "--db", str(db)]) == 0
     assert "rejects" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_train_rm_then_score_with_it(tmp_path, capsys):
+    """`seam train-rm` writes a checkpoint that `--reward DIR` loads like any hub RM."""
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps({"prompt": f"What is {i} plus {i}?", "chosen": f"It is {2 * i}.",
+                                          "rejected": f"Bananas are yellow {i}."}) for i in range(30)) + "\n")
+    rm = tmp_path / "rm"
+    assert main(["train-rm", str(data), "--out", str(rm), "--max-pairs", "20"]) == 0
+    assert (rm / "config.json").exists() and (rm / "seam_rm.json").exists()
+    db = tmp_path / "seam.duckdb"
+    assert main(["precompute", str(data), "--reward", str(rm), "--variants", "rejected", "--no-umap",
+                 "--db", str(db), "--quiet"]) == 0
+    con = store.connect(db)
+    assert con.execute("SELECT count(*), count(DISTINCT reward) FROM rm_scores").fetchone() == (60, 1)
+    assert con.execute("SELECT reward FROM rm_accuracy").fetchone()[0] == str(rm)
+    assert con.execute("SELECT role, sha256 IS NOT NULL FROM models").fetchone() == ("reward", True)
+    con.close()
