@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from analysis import store
 from analysis.config import PrecomputeConfig
-from analysis.ingest import ColumnMap, Reject, Sample, open_records, parse_records, response_id
+from analysis.ingest import ColumnMap, Reject, Sample, content_id, open_records, parse_records, response_id
 
 PACKAGES = ("seam-lens", "torch", "transformers", "duckdb", "sentence-transformers", "umap-learn",
             "numpy", "pandas", "gguf", "datasets", "streamlit")
@@ -282,7 +282,8 @@ class Precompute:
         for bi, batch in todo:
             outs = pm.generate([s[1] for s in batch], n=n, instruction=instruction,
                                max_new_tokens=cfg.gen_max_new_tokens, temperature=cfg.gen_temperature,
-                               seed=cfg.seed * 100003 + bi, batch_size=bs, progress=False)
+                               seed=int(content_id(str(cfg.seed), generator, variant, str(bi))[:8], 16),
+                               batch_size=bs, progress=False)
             rows = []
             for (sid, _, gold, _), texts in zip(batch, outs):
                 if sid in done:
@@ -293,8 +294,12 @@ class Precompute:
                         continue
                     prov = {"generator": generator, "temperature": cfg.gen_temperature,
                             "max_new_tokens": cfg.gen_max_new_tokens, "seed": cfg.seed, "batch": bi,
+                            "batch_size": bs,
                             "instruction": instruction, "same_as_gold": text.strip() == gold.strip()}
-                    rows.append((response_id(sid, variant, text), sid, variant, idx, text, prov))
+                    # generator and index in the id: two PMs (or two draws) writing the same text are
+                    # distinct samples, not one response silently deduplicated away
+                    rid = response_id(sid, f"{variant}:{generator}:{idx}", text)
+                    rows.append((rid, sid, variant, idx, text, prov))
             with store.writer(self.db) as con:
                 store.insert(con, "responses", rows)
             self.stats.add(f"{variant}_responses", len(rows))

@@ -170,3 +170,23 @@ def test_experiment_end_to_end_tiny(tmp_path, monkeypatch):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
     assert "Saturation:" in text and "Mismatch on PM-sample pairs" in text
+
+
+def test_splits_skip_samples_owned_by_other_datasets(tmp_path):
+    """A DB that already holds some chatterbot samples (e.g. from `seam demo`) keeps them; the experiment
+    picks other prompts instead of silently losing them to the sample_id key."""
+    from analysis import store
+    from analysis.experiment import Experiment
+
+    cfg = ExperimentConfig.quick(db=tmp_path / "s.duckdb", human_pairs=None)
+    first = Experiment(cfg, log=lambda m: None)
+    first.make_splits()
+    taken = first.splits["bon"][0]
+    with store.writer(cfg.db) as con:
+        store.insert(con, "samples", [dict(sample_id=taken.sample_id, dataset="builtin:chatterbot", source_row=0,
+                                           source=None, prompt=taken.prompt, gold=taken.gold, rejected=None, meta={})])
+    again = Experiment(cfg, log=lambda m: None)
+    again.make_splits()
+    ids = [s.sample_id for s in again.splits["bon"]]
+    assert taken.sample_id not in ids and len(ids) == cfg.bon_prompts
+    assert any("already in the DB" in n for n in again.notes)
