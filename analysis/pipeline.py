@@ -71,6 +71,7 @@ class Precompute:
         self.stats = RunStats()
         self.run_id = uuid.uuid4().hex[:12]
         self._encoder = None
+        self._pm = None
 
     # ------------------------------------------------------------ orchestration
     def run(self) -> dict:
@@ -246,12 +247,18 @@ class Precompute:
 
     # ------------------------------------------------------------ generation
     def _load_policy(self, ref: str):
+        """The PM for `ref`, keeping only the most recent one loaded: generation, policy sampling and
+        scoring reuse it instead of reloading (minutes for a 7B model), and memory holds one PM at a time."""
+        if self._pm is not None and self._pm.ref == ref:
+            return self._pm
         from analysis.policy import PolicyConfig, PolicyModel
-        pm = PolicyModel(ref, self.cfg.models_path,
-                         PolicyConfig(device=self.cfg.device, dtype=self.cfg.dtype,
-                                      max_length=self.cfg.max_length, token_budget=self.cfg.token_budget))
-        self._record_model(ref, "policy", pm)
-        return pm
+        self._pm = None
+        gc.collect()
+        self._pm = PolicyModel(ref, self.cfg.models_path,
+                               PolicyConfig(device=self.cfg.device, dtype=self.cfg.dtype,
+                                            max_length=self.cfg.max_length, token_budget=self.cfg.token_budget))
+        self._record_model(ref, "policy", self._pm)
+        return self._pm
 
     def _record_model(self, ref: str, role: str, model) -> None:
         from analysis.models import weights_sha256
@@ -261,7 +268,7 @@ class Precompute:
         with store.writer(self.db) as con:
             store.upsert_model(con, ref, role, resolved, sha, info)
 
-    def _generate(self, variant: str, generator: str, n: int, instruction: str | None, pm=None) -> None:
+    def _generate(self, variant: str, generator: str, n: int, instruction: str | None) -> None:
         """Sample `n` responses per prompt in fixed batches (fixed by sample order, seeded per batch),
         committing one batch at a time, so a resumed run produces exactly the same texts."""
         cfg = self.cfg
@@ -276,8 +283,7 @@ class Precompute:
         todo = [(bi, b) for bi, b in enumerate(batches) if any(s[0] not in done for s in b)]
         if not todo:
             return
-        own = pm is None
-        pm = pm or self._load_policy(generator)
+        pm = self._load_policy(generator)
         bar = self._pbar(desc=f"{variant} ({generator})", total=sum(len(b) for _, b in todo), unit="prompt")
         for bi, batch in todo:
             outs = pm.generate([s[1] for s in batch], n=n, instruction=instruction,
@@ -305,9 +311,6 @@ class Precompute:
             self.stats.add(f"{variant}_responses", len(rows))
             bar.update(len(batch))
         bar.close()
-        if own:
-            del pm
-            gc.collect()
 
     def build_generated(self) -> None:
         cfg = self.cfg
@@ -370,8 +373,9 @@ class Precompute:
                 return [(p[1], ref, float(lp), int(n), float(lp) / max(int(n), 1)) for p, (lp, n) in zip(page, res)]
 
             self._score_pages("pm", ref, fn)
-            del pm
-            gc.collect()
+            del pm, fn  # so the next PM's load can free this one
+        self._pm = None  # RMs come next: release the PM
+        gc.collect()
 
     def score_rewards(self) -> None:
         from analysis.reward import RewardModel

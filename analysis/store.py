@@ -13,6 +13,7 @@ analysis/queries.py.
 from __future__ import annotations
 
 import json
+import os
 import time
 from contextlib import contextmanager
 from importlib import resources
@@ -90,6 +91,9 @@ def writer(db: str | Path, *, timeout_s: float = 300.0) -> Iterator[duckdb.DuckD
     db.parent.mkdir(parents=True, exist_ok=True)
     con = connect(db, read_only=False, timeout_s=timeout_s)
     try:
+        # Bounded memory whatever the DB size: DuckDB spills joins/aggregates to <db>.tmp beyond this.
+        con.execute(f"SET memory_limit = '{memory_limit()}'")
+        con.execute("SET preserve_insertion_order = false")
         init_schema(con)
         con.execute("BEGIN TRANSACTION")
         try:
@@ -100,6 +104,15 @@ def writer(db: str | Path, *, timeout_s: float = 300.0) -> Iterator[duckdb.DuckD
         con.execute("COMMIT")
     finally:
         con.close()
+
+
+def memory_limit() -> str:
+    """DuckDB memory cap for writers: SEAM_DUCKDB_MEMORY (e.g. '8GB'), else 40% of physical RAM."""
+    env = os.environ.get("SEAM_DUCKDB_MEMORY")
+    if env:
+        return env
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return f"{int(total * 0.4) >> 20}MB"
 
 
 def _jsonify(value: Any) -> Any:
