@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -390,6 +391,17 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
             if waited:
                 _say("lock acquired")
+
+
+def atomic_replace_dir(tmp: Path, out_dir: Path) -> None:
+    """Swap a finished tmp dir into place (replacing an older one); a reader never sees a half-written model."""
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

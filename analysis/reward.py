@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from analysis.devices import pick_device, pick_dtype
+from analysis.models import atomic_replace_dir
 
 CARD_NAME = "seam_rm.json"
 CARD_FORMAT = "seam-rm/1"
@@ -464,17 +465,6 @@ def _validate_pairs(pairs: Sequence[tuple[str, str, str]]) -> list[tuple[str, st
     return out
 
 
-def _atomic_replace_dir(tmp: Path, out_dir: Path) -> None:
-    """Swap a finished tmp dir into place; a reader never sees a half-written RM."""
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
-
-
 def train_reward_model(pairs: Sequence[tuple[str, str, str]], out_dir: Path, config: RMTrainConfig,
                        progress: bool = True) -> dict:
     """Train a Bradley–Terry head on a frozen encoder and save it as a standard scalar RM checkpoint.
@@ -641,7 +631,7 @@ def _train_reward_model(pairs: list[tuple[str, str, str]], out_dir: Path, config
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (tmp / CARD_NAME).write_text(json.dumps(report, indent=2))
-        _atomic_replace_dir(tmp, out_dir)
+        atomic_replace_dir(tmp, out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

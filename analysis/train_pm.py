@@ -86,7 +86,7 @@ def train_policy_model(examples: Sequence[tuple[str, str]], out_dir: Path | str,
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from analysis.devices import pick_device
-    from analysis.models import default_models_dir, resolve_model, weights_sha256
+    from analysis.models import atomic_replace_dir, default_models_dir, resolve_model, weights_sha256
     from analysis.policy import eos_token_id
 
     t0 = time.perf_counter()
@@ -200,13 +200,7 @@ def train_policy_model(examples: Sequence[tuple[str, str]], out_dir: Path | str,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (tmp / CARD_NAME).write_text(json.dumps(report, indent=2))
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        atomic_replace_dir(tmp, out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
