@@ -20,6 +20,7 @@ from scipy import stats
 from streamlit.testing.v1 import AppTest
 
 from analysis import store, synthetic
+from apptest_util import find_frame, frames  # noqa: F401
 
 MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 
@@ -31,17 +32,6 @@ def run_app(page: str | None = None, **query) -> AppTest:
     if page:
         at.switch_page(f"views/{page}.py").run()
     return at
-
-
-def frames(at) -> list:
-    return [d.value for d in at.dataframe]
-
-
-def find_frame(at, *cols):
-    for df in frames(at):
-        if set(cols) <= set(df.columns):
-            return df
-    raise AssertionError(f"no dataframe with columns {cols}: {[list(d.columns) for d in frames(at)]}")
 
 
 @pytest.fixture(scope="module")

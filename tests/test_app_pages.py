@@ -12,6 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from analysis import store, synthetic
+from apptest_util import find_frame, frames  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = str(ROOT / "app" / "main.py")
@@ -26,17 +27,6 @@ def run_app(page: str | None = None, **query) -> AppTest:
         at.switch_page(f"views/{page}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
-
-
-def frames(at) -> list:
-    return [d.value for d in at.dataframe]
-
-
-def find_frame(at, *cols):
-    for df in frames(at):
-        if set(cols) <= set(df.columns):
-            return df
-    raise AssertionError(f"no dataframe with columns {cols}: {[list(d.columns) for d in frames(at)]}")
 
 
 @pytest.fixture(scope="module")
