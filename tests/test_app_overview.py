@@ -20,7 +20,7 @@ from scipy import stats
 from streamlit.testing.v1 import AppTest
 
 from analysis import store, synthetic
-from apptest_util import find_frame, frames  # noqa: F401
+from apptest_util import find_frame
 
 MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 

@@ -12,7 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from analysis import store, synthetic
-from apptest_util import find_frame, frames  # noqa: F401
+from apptest_util import find_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = str(ROOT / "app" / "main.py")
