@@ -60,8 +60,8 @@ def _add_precompute_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_precompute(args) -> int:
-    from analysis.config import PrecomputeConfig, parse_shard
-    from analysis.pipeline import dumps, run_precompute
+    from analysis.pipeline.config import PrecomputeConfig, parse_shard
+    from analysis.pipeline.precompute import dumps, run_precompute
 
     cfg = PrecomputeConfig(
         dataset=args.dataset, policies=args.policy, rewards=args.reward, db=args.db,
@@ -81,7 +81,7 @@ def cmd_precompute(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from analysis.demo import DemoConfig, run_demo
+    from analysis.pipeline.demo import DemoConfig, run_demo
 
     summary = run_demo(DemoConfig(db=args.db, samples=args.samples, progress=not args.quiet))
     print(json.dumps({k: summary[k] for k in ("timings_s", "table_rows", "pm_tokens_per_s", "seam_by_variant")
@@ -109,7 +109,7 @@ def cmd_app(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from analysis.info import db_info, render_info
+    from analysis.pipeline.info import db_info, render_info
 
     info = db_info(args.db)
     if args.json:
@@ -120,8 +120,8 @@ def cmd_info(args) -> int:
 
 
 def cmd_train_rm(args) -> int:
-    from analysis.demo import load_pairs
-    from analysis.reward import RMTrainConfig, train_reward_model
+    from analysis.pipeline.demo import load_pairs
+    from analysis.models.reward import RMTrainConfig, train_reward_model
 
     pairs = load_pairs(args.pairs, fmt=args.format, columns=args.columns, split=args.split)
     cfg = RMTrainConfig(backbone=args.backbone, max_pairs=args.max_pairs, seed=args.seed, device=args.device)
@@ -132,7 +132,7 @@ def cmd_train_rm(args) -> int:
 
 
 def cmd_import_rlhf(args) -> int:
-    from analysis.store import import_rlhf_csv
+    from analysis.storage.store import import_rlhf_csv
 
     n = import_rlhf_csv(args.db, Path(args.csv), source=args.source)
     print(f"imported {n} RLHF results from {args.csv} into {args.db}")
@@ -140,7 +140,7 @@ def cmd_import_rlhf(args) -> int:
 
 
 def cmd_merge(args) -> int:
-    from analysis import store
+    from analysis.storage import store
 
     counts = store.merge_parts(args.db, Path(args.parts))
     print(json.dumps(counts, indent=2))
@@ -198,8 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", type=Path, default=DEFAULT_DB)
     p.set_defaults(func=cmd_merge)
 
-    from analysis.experiment import add_experiment_parsers  # both import torch lazily
-    from analysis.train_pm import add_train_pm_parser
+    from analysis.study.experiment import add_experiment_parsers  # both import torch lazily
+    from analysis.models.train_pm import add_train_pm_parser
 
     add_experiment_parsers(sub)
     add_train_pm_parser(sub)

@@ -3,7 +3,7 @@
 Why a query wrapper: DuckDB allows one writing process per file and nobody else while it holds the
 lock, so the app must never keep a connection open across reruns (a running precompute would stall).
 Every cache miss opens the file read-only (retrying a few seconds while a writer commits), runs one
-function of `analysis.queries`, and closes it. Results are cached for a short TTL keyed on the DB file's
+function of `analysis.queries.core`, and closes it. Results are cached for a short TTL keyed on the DB file's
 (and its WAL's) mtime and size, so a reload after the precompute commits shows fresh numbers while
 repeated reruns (every widget click) cost nothing.
 
@@ -29,8 +29,9 @@ import duckdb
 import pandas as pd
 import streamlit as st
 
-from analysis import labels as labels_mod
-from analysis import queries, store
+from analysis.storage import labels as labels_mod
+from analysis.queries import core as queries
+from analysis.storage import store
 
 DEFAULT_DB = "cache/seam.duckdb"
 LOCK_TIMEOUT_S = float(os.environ.get("SEAM_LOCK_TIMEOUT", "5"))
@@ -107,7 +108,7 @@ def _cached(db: str, version: tuple, fn: str, args: tuple, kwargs: tuple) -> Any
 
 
 def query(fn: str, *args, **kwargs) -> Any:
-    """Run `analysis.queries.<fn>(con, *args, **kwargs)` on a fresh read-only connection, cached."""
+    """Run `analysis.queries.core.<fn>(con, *args, **kwargs)` on a fresh read-only connection, cached."""
     db = settings().db
     return _cached(str(db), db_version(db), fn, tuple(args), tuple(sorted(kwargs.items())))
 
@@ -123,7 +124,7 @@ def show_unavailable(exc: DBUnavailable) -> None:
         st.error(str(exc))
         st.markdown("Create it with the precompute, or try the app on synthetic data:")
         st.code(f"seam precompute --db {s.db} ...\n"
-                f"python -m analysis.synthetic {s.db} 5000   # synthetic demo DB", language="bash")
+                f"python -m analysis.data.synthetic {s.db} 5000   # synthetic demo DB", language="bash")
         st.markdown("Then reload this page. Another file: `streamlit run app/main.py -- --db PATH`"
                     " or set `SEAM_DB`.")
     elif exc.kind == "locked":

@@ -6,7 +6,7 @@ measured in one run*, with the log-prob agreement checked on the same numbers.
 Arms (all on identical (prompt, response) pairs, in one process, after a warm-up):
 
 * naive    - the reference code's loop: one question at a time, one sequence per answer, full-vocabulary
-             log-softmax at every position (`analysis.policy.reference_logprob`);
+             log-softmax at every position (`analysis.models.policy.reference_logprob`);
 * flat     - `PolicyModel.score` without prompt sharing: length buckets + LM head on response rows only;
 * shared   - `PolicyModel.score` as shipped: the above + each prompt's KV cache shared by its k+1 responses.
 
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from analysis.policy import PolicyConfig, PolicyModel, encode_prompt, encode_response, reference_logprob  # noqa: E402
+from analysis.models.policy import PolicyConfig, PolicyModel, encode_prompt, encode_response, reference_logprob  # noqa: E402
 
 
 def chatterbot_pairs(n: int) -> list[tuple[str, str]]:

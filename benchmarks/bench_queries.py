@@ -1,8 +1,8 @@
-"""Dashboard query latency at scale: p50 / p95 of every analysis.queries function the pages call.
+"""Dashboard query latency at scale: p50 / p95 of every analysis.queries.core function the pages call.
 
 Why: SPEC §5 asks that dashboard queries stay interactive at 1M samples (aggregate in DuckDB, never
 pull whole tables into pandas). This script builds (once) a synthetic results DB of that size with
-`analysis.synthetic.make_synthetic_db` — vectorised SQL, but still minutes and several GB on a laptop,
+`analysis.data.synthetic.make_synthetic_db` — vectorised SQL, but still minutes and several GB on a laptop,
 so it lives in /tmp and is reused — and then times each page query the way the app runs it: open the
 file read-only, run, fetch, close (the app's cache is bypassed, so these are cold-cache-miss numbers).
 
@@ -24,8 +24,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analysis import queries as Q  # noqa: E402
-from analysis import store, synthetic  # noqa: E402
+from analysis.queries import core as Q  # noqa: E402
+from analysis.storage import store
+from analysis.data import synthetic  # noqa: E402
 
 
 def cases(opts: dict, con) -> list[tuple[str, str, tuple, dict]]:

@@ -1,6 +1,6 @@
 """AppTest of the app shell and the Overview page on real DuckDB files built by the test.
 
-Checks the numbers shown against hand computation (the hand rows of analysis.synthetic: RM right on
+Checks the numbers shown against hand computation (the hand rows of analysis.data.synthetic: RM right on
 7 of 10 pairs, mean SEAM 0.1), and that a missing, empty, corrupt or locked DB gives a message, not a
 traceback, and that new data shows up on the next run without restarting the app.
 """
@@ -19,7 +19,8 @@ import pytest
 from scipy import stats
 from streamlit.testing.v1 import AppTest
 
-from analysis import store, synthetic
+from analysis.storage import store
+from analysis.data import synthetic
 from apptest_util import find_frame
 
 MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
@@ -77,7 +78,7 @@ def test_overview_numbers_match_hand_computation(env):
 
 
 def test_overview_shows_label_mismatch(env, tmp_path):
-    from analysis.labels import LabelStore
+    from analysis.storage.labels import LabelStore
     s = LabelStore(tmp_path / "labels.sqlite")
     for i in range(10):  # people side with gold on every hand pair: rm-hand is wrong on 3 of 10
         s.put(f"hand-{i:02d}-gold", f"hand-{i:02d}-rejected", "alice", "a", kind="dataset", sample_id=f"hand-{i:02d}")
@@ -92,7 +93,7 @@ def test_missing_db_gives_a_message(monkeypatch, tmp_path):
     at = run_app()
     assert not at.exception
     assert any("No results DB" in e.value for e in at.error)
-    assert any("analysis.synthetic" in c.value for c in at.code)
+    assert any("analysis.data.synthetic" in c.value for c in at.code)
     at.switch_page("views/browser.py").run()
     assert not at.exception and any("No results DB" in e.value for e in at.error)
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis import store, synthetic
+from analysis.storage import store
+from analysis.data import synthetic
 from apptest_util import find_frame
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,7 +128,7 @@ def test_browser_filters_search_and_detail(env):
 def test_browser_label_mode(env):
     at = run_app("browser", b_mode="RM vs hand labels")
     assert any("No hand labels yet" in i.value for i in at.info)
-    from analysis.labels import LabelStore
+    from analysis.storage.labels import LabelStore
     LabelStore(env / "labels.sqlite").put("hand-01-gold", "hand-01-rejected", "alice", "b", kind="dataset")
     at = run_app("browser", b_mode="RM vs hand labels", b_lrm="rm-hand")
     dis = find_frame(at, "sample_id", "label", "score_a", "score_b")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis import synthetic
+from analysis.data import synthetic
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[1]

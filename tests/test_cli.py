@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from analysis import store
+from analysis.storage import store
 from analysis.cli import main
 
 

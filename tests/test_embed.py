@@ -9,7 +9,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the bundled encoder must load without the hub
 
-from analysis.embed import Encoder, default_encoder_path, umap_coords  # noqa: E402
+from analysis.models.embed import Encoder, default_encoder_path, umap_coords  # noqa: E402
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

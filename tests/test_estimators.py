@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from analysis import estimators as E
-from analysis.metrics import wilson
+from analysis.stats import estimators as E
+from analysis.stats.metrics import wilson
 
 
 # ------------------------------------------------------------------ best-of-N

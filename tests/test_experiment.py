@@ -9,8 +9,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from analysis import experiment_store
-from analysis.experiment import SFT, SMOLLM, ExperimentConfig, add_experiment_parsers, config_from_args
+from analysis.storage import experiment_store
+from analysis.study.experiment import SFT, SMOLLM, ExperimentConfig, add_experiment_parsers, config_from_args
 
 
 def _parse(argv):
@@ -82,7 +82,7 @@ def test_store_roundtrip(tmp_path):
 
 
 def test_splits_deterministic_and_disjoint(tmp_path):
-    from analysis.experiment import Experiment
+    from analysis.study.experiment import Experiment
 
     cfg = ExperimentConfig.quick(db=tmp_path / "s.duckdb", human_pairs=None)
     a, b = Experiment(cfg, log=lambda m: None), Experiment(cfg, log=lambda m: None)
@@ -102,7 +102,7 @@ def test_splits_deterministic_and_disjoint(tmp_path):
 
 @pytest.mark.slow
 def test_experiment_end_to_end_tiny(tmp_path, monkeypatch):
-    from analysis.experiment import run_experiment
+    from analysis.study.experiment import run_experiment
 
     models = Path(os.environ.get("SEAM_TEST_MODELS", tmp_path / "models"))
     db = tmp_path / "exp.duckdb"
@@ -175,8 +175,8 @@ def test_experiment_end_to_end_tiny(tmp_path, monkeypatch):
 def test_splits_skip_samples_owned_by_other_datasets(tmp_path):
     """A DB that already holds some chatterbot samples (e.g. from `seam demo`) keeps them; the experiment
     picks other prompts instead of silently losing them to the sample_id key."""
-    from analysis import store
-    from analysis.experiment import Experiment
+    from analysis.storage import store
+    from analysis.study.experiment import Experiment
 
     cfg = ExperimentConfig.quick(db=tmp_path / "s.duckdb", human_pairs=None)
     first = Experiment(cfg, log=lambda m: None)

@@ -10,9 +10,10 @@ import duckdb
 import pandas as pd
 import pytest
 
-from analysis import export as E
-from analysis import queries as Q
-from analysis import store, synthetic
+from analysis.queries import export as E
+from analysis.queries import core as Q
+from analysis.storage import store
+from analysis.data import synthetic
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach the hub
 
-from analysis.ingest import (REJECT_KEY, ColumnMap, Reject, Sample, content_id, detect_format,  # noqa: E402
+from analysis.data.ingest import (REJECT_KEY, ColumnMap, Reject, Sample, content_id, detect_format,  # noqa: E402
                              messages_to_prompt, open_records, parse_records, response_id, sample_id,
                              transcript_to_messages)
 

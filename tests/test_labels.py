@@ -13,8 +13,8 @@ import textwrap
 import pandas as pd
 import pytest
 
-from analysis import labels as L
-from analysis.queries import wilson
+from analysis.storage import labels as L
+from analysis.queries.core import wilson
 
 
 def test_put_canonicalises_and_overwrites(tmp_path):
@@ -56,7 +56,7 @@ def test_label_survives_a_crash_right_after_it_was_given(tmp_path):
     path = tmp_path / "l.sqlite"
     code = textwrap.dedent(f"""
         import os, signal
-        from analysis.labels import LabelStore
+        from analysis.storage.labels import LabelStore
         s = LabelStore({str(path)!r})
         for i in range(5):
             s.put(f"a{{i}}", f"b{{i}}", "alice", "a")
@@ -73,7 +73,7 @@ def test_concurrent_writers(tmp_path):
     L.LabelStore(path)
     code = textwrap.dedent(f"""
         import sys
-        from analysis.labels import LabelStore
+        from analysis.storage.labels import LabelStore
         s = LabelStore({str(path)!r})
         who = sys.argv[1]
         for i in range(40):

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from analysis import metrics, store
+from analysis.stats import metrics
+from analysis.storage import store
 
 
 def test_seam_hand_computed():

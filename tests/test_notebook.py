@@ -7,7 +7,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from analysis.synthetic import make_synthetic_db
+from analysis.data.synthetic import make_synthetic_db
 
 NB = Path(__file__).resolve().parents[1] / "notebooks" / "seam_demo.ipynb"
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from analysis import store
-from analysis.config import PrecomputeConfig
-from analysis.demo import load_pairs
-from analysis.pipeline import run_precompute
+from analysis.storage import store
+from analysis.pipeline.config import PrecomputeConfig
+from analysis.pipeline.demo import load_pairs
+from analysis.pipeline.precompute import run_precompute
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def models_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def rm_dir(models_dir):
-    from analysis.reward import RMTrainConfig, train_reward_model
+    from analysis.models.reward import RMTrainConfig, train_reward_model
 
     out = models_dir / "test-rm-64"
     if not (out / "config.json").exists():
@@ -154,7 +154,7 @@ def test_resume_after_sigkill_gives_same_results(tmp_path, models_dir, rm_dir):
 @pytest.mark.skipif(not HH.exists(), reason="../shared/data (HH-RLHF test file) is not present in a user's clone")
 def test_hh_rlhf_file_end_to_end(tmp_path, models_dir, rm_dir):
     """The real HH file: every row accounted for; dataset pairs scored; RM accuracy has a Wilson interval."""
-    from analysis.metrics import wilson
+    from analysis.stats.metrics import wilson
 
     src = tmp_path / "hh.jsonl"
     with gzip.open(HH, "rt") as f:

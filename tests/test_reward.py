@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from transformers import (AutoModelForSequenceClassification, AutoTokenizer, BertConfig,  # noqa: E402
                           BertForSequenceClassification, BertModel)
 
-from analysis.reward import (CARD_NAME, RewardModel, RMTrainConfig, UnsupportedRewardModelError,  # noqa: E402
+from analysis.models.reward import (CARD_NAME, RewardModel, RMTrainConfig, UnsupportedRewardModelError,  # noqa: E402
                              _InputFormatter, bundled_backbone, clear_feature_cache, read_card,
                              train_reward_model)
 

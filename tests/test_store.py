@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from analysis import store
+from analysis.storage import store
 
 
 def _sample(i):
@@ -45,7 +45,7 @@ def test_reader_waits_for_writer_in_other_process(tmp_path):
         store.insert(con, "samples", [_sample(0)])
     code = textwrap.dedent(f"""
         import time
-        from analysis import store
+        from analysis.storage import store
         with store.writer({str(db)!r}) as con:
             print("locked", flush=True)
             store.insert(con, "samples", [dict(sample_id="s1", dataset="d", source_row=1, source=None,

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from analysis.worse import PERTURBATION_KINDS, adversarial, applicable_kinds, contrast_neighbours
+from analysis.data.worse import PERTURBATION_KINDS, adversarial, applicable_kinds, contrast_neighbours
 
 GOLD = ("Paris is the capital of France. It has about 2.1 million inhabitants. "
         "The Eiffel Tower was finished in 1889 for the World's Fair.")

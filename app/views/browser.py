@@ -14,8 +14,8 @@ import math
 import pandas as pd
 import streamlit as st
 
-from analysis import labels as labels_mod
-from analysis.queries import BrowseFilter
+from analysis.storage import labels as labels_mod
+from analysis.queries.core import BrowseFilter
 from app import common
 from app.textdiff import word_diff
 

@@ -3,7 +3,7 @@
 Why everything is aggregated in DuckDB: at 1M samples x variants x model pairs there are tens of
 millions of per-sample values; the page asks for histogram bins, quantiles (ECDF / box), a ≤ 20k
 reservoir sample for violins and a ≤ 50k sample for correlations — each with its n on screen — in one
-call (`analysis.queries.seam_report`), so a non-default definition is evaluated once per change, not
+call (`analysis.queries.core.seam_report`), so a non-default definition is evaluated once per change, not
 once per chart.
 """
 
@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from analysis import queries
+from analysis.queries import core as queries
 from app import common
 
 st.title("SEAM distributions")

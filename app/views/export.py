@@ -3,7 +3,7 @@
 Why the side-by-side view: the paper's +4.5% comes from dropping high-SEAM samples; before trusting that
 on your data you want to see what the filter removes — which sources, how long, how rewarded — against
 a random drop of the same size (the control). The export writes exactly the split shown (same SQL,
-`analysis.queries.filter_cte`), as TRL prompt/chosen/rejected with a dataset card, inside the export
+`analysis.queries.core.filter_cte`), as TRL prompt/chosen/rejected with a dataset card, inside the export
 folder only.
 """
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from analysis import export as export_mod
-from analysis import labels as labels_mod
-from analysis.queries import FilterSpec
+from analysis.queries import export as export_mod
+from analysis.storage import labels as labels_mod
+from analysis.queries.core import FilterSpec
 from app import common
 
 st.title("Filtering & export")

@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from analysis import labels as labels_mod
+from analysis.storage import labels as labels_mod
 from app import common
 
 st.title("SEAM Lens — overview")

@@ -138,7 +138,7 @@ if not row.empty:
     r0 = row.iloc[0]
     st.text(f"cell value {common.ci_num(r0['quality'], r0['lo'], r0['hi'])}   n = {int(r0['n'])}")
 if pm in opts["policies"] and rm in opts["rewards"]:
-    from analysis.queries import BrowseFilter
+    from analysis.queries.core import BrowseFilter
     f = BrowseFilter(variants=(variant,), policies=(pm,), rewards=(rm,), only_mismatch=True)
     n_bad = common.query("browse_count", f)
     top = common.query("browse_page", f, sort="seam", descending=True, page=1, page_size=10)

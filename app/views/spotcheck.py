@@ -15,7 +15,7 @@ import math
 import pandas as pd
 import streamlit as st
 
-from analysis import labels as labels_mod
+from analysis.storage import labels as labels_mod
 from app import common
 
 st.title("Spot-check")

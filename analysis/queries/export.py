@@ -11,7 +11,7 @@ Pair construction (documented choice):
 - rejected = `rejected="hardest"` (default): the worse response of the spec's variant that the spec's
   RM scores highest — the one the RM most confuses with gold, i.e. the most informative negative;
   `rejected="each"`: one row per worse response.
-- Hand labels (`labels`, consensus per pair from `analysis.labels.consensus`): when a label on the
+- Hand labels (`labels`, consensus per pair from `analysis.storage.labels.consensus`): when a label on the
   exported (chosen, rejected) pair contradicts the exported preference (the human preferred the
   "rejected" side) `label_policy="drop"` removes the pair and `"flip"` swaps chosen and rejected; a
   human 'tie' is dropped under both. `"ignore"` exports as is. Counts go into the card.
@@ -34,8 +34,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import store
-from analysis.queries import FilterSpec, _df, _exec, filter_cte
+from analysis.storage import store
+from analysis.queries.core import FilterSpec, _df, _exec, filter_cte
 
 FORMATS = ("jsonl", "parquet", "hf")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -237,7 +237,7 @@ def _write(db, staging: Path, name: str, spec: FilterSpec, *, keep, fmt, rejecte
         "columns": ["prompt", "chosen", "rejected"] + ([
             "sample_id", "chosen_id", "rejected_id", "dataset", "source", "chosen_reward", "rejected_reward",
             "metric_value", "flipped"] if include_ids else []),
-        "generator": "seam-lens analysis.export",
+        "generator": "seam-lens analysis.queries.export",
     }
     (staging / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
     (staging / "README.md").write_text(_readme(card))

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import duckdb
 import pyarrow as pa
 
-from analysis import store
+from analysis.storage import store
 
 SQL_FILE = "experiments.sql"
 
@@ -27,7 +27,7 @@ RESULT_TABLES = ("experiment_models", "model_quality", "saturation_grid", "satur
 
 
 def _statements() -> list[str]:
-    text = resources.files("analysis").joinpath("sql", SQL_FILE).read_text()
+    text = resources.files("analysis.storage").joinpath("sql", SQL_FILE).read_text()
     # The DDL has no string literals, so everything after `--` is a comment (and may contain ';').
     lines = [ln.split("--", 1)[0] for ln in text.splitlines()]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analysis.config import PrecomputeConfig
-from analysis.ingest import ColumnMap, Sample, open_records, parse_records
-from analysis.pipeline import hash_unit, run_precompute
+from analysis.pipeline.config import PrecomputeConfig
+from analysis.data.ingest import ColumnMap, Sample, open_records, parse_records
+from analysis.pipeline.precompute import hash_unit, run_precompute
 
 DEMO_PM = "builtin:smollm2-135m-instruct"
 CHATTERBOT = "builtin:chatterbot"
@@ -51,7 +51,7 @@ def load_pairs(source: str, *, fmt: str = "auto", columns: str | None = None, sp
     a random other prompt -- the same kinds of worse responses SEAM probes with.
     `exclude_fraction` drops the samples that a `--fraction` precompute would analyse (hash < f).
     """
-    from analysis.worse import adversarial
+    from analysis.data.worse import adversarial
 
     cmap = ColumnMap.parse(columns) if columns else None
     samples: list[Sample] = []
@@ -83,7 +83,7 @@ def demo_rm_dir(models_dir: Path, n_pairs: int) -> Path:
 
 def train_demo_rms(cfg: DemoConfig, models_dir: Path, fraction: float) -> list[str]:
     """Train (once) the demo RMs on chatterbot prompts outside the analysed share."""
-    from analysis.reward import RMTrainConfig, train_reward_model
+    from analysis.models.reward import RMTrainConfig, train_reward_model
 
     refs = []
     pairs = None

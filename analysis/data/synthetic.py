@@ -24,7 +24,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from analysis import store
+from analysis.storage import store
 
 WORDS = (
     "the a model answer question data reward policy human helpful honest harmless python error file "
@@ -292,7 +292,7 @@ def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-if __name__ == "__main__":  # pragma: no cover - convenience: python -m analysis.synthetic OUT N
+if __name__ == "__main__":  # pragma: no cover - convenience: python -m analysis.data.synthetic OUT N
     import sys
     import time
     t0 = time.perf_counter()

@@ -13,7 +13,7 @@ computes the same numbers faster (SPEC §5) by
   tokens per forward pass (`token_budget`, counting the cached prompt positions too, which bounds KV memory);
 * applying the LM head only to the hidden states of response positions, in row chunks, with `logsumexp` on those
   rows: no `[batch, seq, vocab]` tensor ever exists (Gemma's vocabulary is 262k);
-* `torch.inference_mode`, SDPA attention, bf16 on GPU (via `analysis.devices`).
+* `torch.inference_mode`, SDPA attention, bf16 on GPU (via `analysis.models.devices`).
 
 Prompts longer than `max_length - n(y)` are left-truncated and the number of dropped prompt tokens is reported
 (`score_detailed`), never hidden; a response that alone does not fit gets a NaN log-prob rather than a wrong one.
@@ -32,9 +32,9 @@ from typing import Any, NamedTuple, Sequence
 
 import torch
 
-from analysis.devices import pick_device, pick_dtype
-from analysis.ingest import transcript_to_messages
-from analysis.models import default_models_dir, model_info, resolve_model
+from analysis.models.devices import pick_device, pick_dtype
+from analysis.data.ingest import transcript_to_messages
+from analysis.models.resolve import default_models_dir, model_info, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ class _Pair:
 
 
 class PolicyModel:
-    """A causal LM used as the PM: loads any `from_pretrained` reference (see `analysis.models.resolve_model`)."""
+    """A causal LM used as the PM: loads any `from_pretrained` reference (see `analysis.models.resolve.resolve_model`)."""
 
     def __init__(self, ref: str, models_dir: Path | str | None = None, config: PolicyConfig | None = None):
         from transformers import AutoModelForCausalLM, AutoTokenizer

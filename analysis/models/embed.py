@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from analysis.devices import pick_device, pick_dtype
+from analysis.models.devices import pick_device, pick_dtype
 
 
 def default_encoder_path() -> Path:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.metrics import cohen_kappa  # noqa: F401  (re-exported: the app imports it from here)
-from analysis.queries import Z95, wilson
+from analysis.stats.metrics import cohen_kappa  # noqa: F401  (re-exported: the app imports it from here)
+from analysis.queries.core import Z95, wilson
 
 VALID = ("a", "b", "tie", "skip")
 

@@ -48,7 +48,7 @@ class StoreLocked(RuntimeError):
 
 
 def _sql(name: str) -> str:
-    return resources.files("analysis").joinpath("sql", name).read_text()
+    return resources.files("analysis.storage").joinpath("sql", name).read_text()
 
 
 def init_schema(con: duckdb.DuckDBPyConnection) -> None:

@@ -47,8 +47,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysis.devices import pick_device, pick_dtype
-from analysis.models import atomic_replace_dir
+from analysis.models.devices import pick_device, pick_dtype
+from analysis.models.resolve import atomic_replace_dir
 
 CARD_NAME = "seam_rm.json"
 CARD_FORMAT = "seam-rm/1"

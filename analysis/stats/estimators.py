@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
-from analysis.metrics import PairOutcomes, bootstrap_mean, pair_outcomes, wilson
+from analysis.stats.metrics import PairOutcomes, bootstrap_mean, pair_outcomes, wilson
 
 __all__ = [
     "BoNOutcome", "bon_pick_weights", "best_of_n", "bon_curve", "paired_diff", "mean_ci", "seed_mean_ci",

@@ -7,7 +7,7 @@ the instruct model itself and Gemma-3-270M base.
 
 What it does: full fine-tuning (all weights, AdamW, fp32 on CPU / bf16 autocast on GPU), loss on the
 response tokens only. Prompts are formatted and responses closed with EOS exactly the way the PM scorer
-does it (`analysis.policy.format_prompt` / `encode_prompt` / `encode_response`), so the log-probs the
+does it (`analysis.models.policy.format_prompt` / `encode_prompt` / `encode_response`), so the log-probs the
 pipeline later computes are the ones the model was trained to raise. The result is saved atomically as
 an ordinary transformers checkpoint (safetensors + tokenizer + `seam_pm.json` training card), usable as
 `--policy DIR` anywhere.
@@ -55,7 +55,7 @@ def load_examples(source: str, *, fmt: str = "auto", columns: str | None = None,
                   exclude: set[str] | None = None) -> list[tuple[str, str]]:
     """(prompt, gold answer) pairs from any dataset the pipeline ingests (the chosen answer for
     preference data). `exclude`: sample ids to leave out (e.g. the prompts an experiment analyses)."""
-    from analysis.ingest import ColumnMap, Sample, open_records, parse_records
+    from analysis.data.ingest import ColumnMap, Sample, open_records, parse_records
 
     cmap = ColumnMap.parse(columns) if columns else None
     out = []
@@ -66,7 +66,7 @@ def load_examples(source: str, *, fmt: str = "auto", columns: str | None = None,
 
 
 def _encode(tokenizer, eos_id: int, prompt: str, answer: str, max_length: int) -> tuple[list[int], int]:
-    from analysis.policy import encode_prompt, encode_response, format_prompt, truncate_prompt
+    from analysis.models.policy import encode_prompt, encode_response, format_prompt, truncate_prompt
 
     p = encode_prompt(tokenizer, format_prompt(tokenizer, prompt))
     r = encode_response(tokenizer, answer, eos_id)[: max_length - 1]
@@ -85,9 +85,9 @@ def train_policy_model(examples: Sequence[tuple[str, str]], out_dir: Path | str,
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from analysis.devices import pick_device
-    from analysis.models import atomic_replace_dir, default_models_dir, resolve_model, weights_sha256
-    from analysis.policy import eos_token_id
+    from analysis.models.devices import pick_device
+    from analysis.models.resolve import atomic_replace_dir, default_models_dir, resolve_model, weights_sha256
+    from analysis.models.policy import eos_token_id
 
     t0 = time.perf_counter()
     if not examples:

@@ -6,7 +6,7 @@ into SQL. Keeping all read SQL here makes both properties reviewable in one plac
 (each function takes an open DuckDB connection and returns a small pandas DataFrame or dict).
 
 Conventions
-- Functions take `con` first (open it with `analysis.store.connect(db, read_only=True)` and close it
+- Functions take `con` first (open it with `analysis.storage.store.connect(db, read_only=True)` and close it
   promptly: a precompute needs the file lock between its short write transactions).
 - User-supplied values travel as named parameters (`$name`). The only things formatted into SQL text are
   whitelisted identifiers (metric / sort columns looked up in dicts below) and validated integers
@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 import duckdb
 import pandas as pd
 
-from analysis.metrics import wilson_bounds
+from analysis.stats.metrics import wilson_bounds
 
 # ---------------------------------------------------------------------------------------------------
 # statistics helpers (kept here so every page computes intervals the same way)
@@ -37,7 +37,7 @@ Z95 = 1.959963984540054
 
 
 def wilson(k: float, n: float, z: float = Z95) -> tuple[float, float, float]:
-    """Proportion k/n with its Wilson score interval (analysis.metrics). Returns (p, lo, hi); NaNs when n == 0.
+    """Proportion k/n with its Wilson score interval (analysis.stats.metrics). Returns (p, lo, hi); NaNs when n == 0.
 
     Wilson rather than the normal approximation because spot-check counts are small and rates can sit
     near 0 or 1, where the Wald interval collapses or leaves [0, 1].
@@ -364,7 +364,7 @@ def label_mismatch(con: duckdb.DuckDBPyConnection, labels: pd.DataFrame) -> pd.D
 
     `labels`: one row per labeled pair with columns a_id, b_id, label ('a' | 'b' | 'tie'), kind
     ('policy' for two PM samples of one prompt, 'dataset' for gold vs a worse response) — the consensus
-    per pair from `analysis.labels.consensus`. A pair is a mismatch when the RM scores the response the
+    per pair from `analysis.storage.labels.consensus`. A pair is a mismatch when the RM scores the response the
     label prefers strictly lower. Columns: kind, reward, n (pairs with a strict label), wrong, rm_ties,
     label_ties, mismatch (+ _lo/_hi Wilson 95%).
     """
@@ -993,7 +993,7 @@ class FilterSpec:
 def filter_cte(spec: FilterSpec, params: dict) -> str:
     """`WITH`-body defining relation `assigned(sample_id, v, hack_rate, gold_tokens, mean_tokens, dropped)`.
 
-    Used by the filter page and by `analysis.export`, so what you see is what gets exported.
+    Used by the filter page and by `analysis.queries.export`, so what you see is what gets exported.
     """
     if spec.mode not in ("top", "bottom", "random"):
         raise ValueError("mode must be top, bottom or random")

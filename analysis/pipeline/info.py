@@ -7,8 +7,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from analysis import store
-from analysis.metrics import wilson
+from analysis.storage import store
+from analysis.stats.metrics import wilson
 
 
 def db_info(db: Path) -> dict:

@@ -21,9 +21,9 @@ from typing import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from analysis import store
-from analysis.config import PrecomputeConfig
-from analysis.ingest import ColumnMap, Reject, Sample, content_id, open_records, parse_records, response_id
+from analysis.storage import store
+from analysis.pipeline.config import PrecomputeConfig
+from analysis.data.ingest import ColumnMap, Reject, Sample, content_id, open_records, parse_records, response_id
 
 PACKAGES = ("seam-lens", "torch", "transformers", "duckdb", "sentence-transformers", "umap-learn",
             "numpy", "pandas", "gguf", "datasets", "streamlit")
@@ -166,7 +166,7 @@ class Precompute:
     @property
     def encoder(self):
         if self._encoder is None:
-            from analysis.embed import Encoder
+            from analysis.models.embed import Encoder
             self._encoder = Encoder(self.cfg.encoder, device=self.cfg.device)
         return self._encoder
 
@@ -192,7 +192,7 @@ class Precompute:
         cfg = self.cfg
         if "contrast" not in cfg.variants:
             return
-        from analysis.worse import contrast_neighbours
+        from analysis.data.worse import contrast_neighbours
         samples = self._samples()
         con = store.connect(self.db)
         try:
@@ -229,7 +229,7 @@ class Precompute:
         cfg = self.cfg
         if "adv" not in cfg.variants:
             return
-        from analysis.worse import adversarial
+        from analysis.data.worse import adversarial
         con = store.connect(self.db)
         try:
             done = store.existing_variant_samples(con, "adv", cfg.name)
@@ -251,7 +251,7 @@ class Precompute:
         scoring reuse it instead of reloading (minutes for a 7B model), and memory holds one PM at a time."""
         if self._pm is not None and self._pm.ref == ref:
             return self._pm
-        from analysis.policy import PolicyConfig, PolicyModel
+        from analysis.models.policy import PolicyConfig, PolicyModel
         self._pm = None
         gc.collect()
         self._pm = PolicyModel(ref, self.cfg.models_path,
@@ -261,7 +261,7 @@ class Precompute:
         return self._pm
 
     def _record_model(self, ref: str, role: str, model) -> None:
-        from analysis.models import weights_sha256
+        from analysis.models.resolve import weights_sha256
         info = model.info()
         resolved = str(info.get("path", ref))
         sha = weights_sha256(resolved) if Path(resolved).exists() else ""
@@ -319,7 +319,7 @@ class Precompute:
         generator = cfg.generator or (cfg.policies[0] if cfg.policies else None)
         if generator is None:
             raise ValueError("variant 'generated' needs --generator or at least one --policy")
-        from analysis.policy import WORSE_ANSWER_INSTRUCTION
+        from analysis.models.policy import WORSE_ANSWER_INSTRUCTION
         self._generate("generated", generator, cfg.gen_k or cfg.k, WORSE_ANSWER_INSTRUCTION)
 
     def build_policy_samples(self) -> None:
@@ -378,7 +378,7 @@ class Precompute:
         gc.collect()
 
     def score_rewards(self) -> None:
-        from analysis.reward import RewardModel
+        from analysis.models.reward import RewardModel
         for ref in self.cfg.rewards:
             rm = RewardModel(ref, device=self.cfg.device, dtype=self.cfg.dtype, batch_size=self.cfg.rm_batch_size)
             self._record_model(ref, "reward", rm)
@@ -405,7 +405,7 @@ class Precompute:
             rows = con.execute("SELECT sample_id, embedding FROM prompt_embeddings ORDER BY sample_id").fetchall()
         finally:
             con.close()
-        from analysis.embed import umap_coords
+        from analysis.models.embed import umap_coords
         emb = np.asarray([r[1] for r in rows], dtype=np.float32)
         self.log(f"prompt map: UMAP of {len(rows)} prompts")
         xy = umap_coords(emb, seed=self.cfg.seed)
