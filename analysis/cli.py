@@ -1,6 +1,7 @@
 """`seam` command line: precompute, demo, app, info, train-rm, train-pm, experiment, import-rlhf, merge.
 
-Plain argparse (no extra dependency); every precompute flag maps 1:1 to a PrecomputeConfig field.
+Plain argparse (no extra dependency); each command's flags are generated from its config dataclass
+(`analysis.options`), so defaults and help text live in one place.
 Heavy imports (torch, transformers) happen inside the commands so `seam --help` and `seam info` are fast.
 """
 
@@ -13,69 +14,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-DEFAULT_DB = Path("cache/seam.duckdb")
-
-
-def _csv_list(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _add_precompute_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset", help="JSONL/Parquet/CSV file, HF datasets id, or builtin:chatterbot")
-    p.add_argument("--policy", action="append", default=[], metavar="REF",
-                   help="policy model (repeatable): HF id, local dir, .gguf file, or builtin:smollm2-135m-instruct")
-    p.add_argument("--reward", action="append", default=[], metavar="REF",
-                   help="reward model (repeatable): any scalar AutoModelForSequenceClassification (HF id or dir)")
-    p.add_argument("--variants", type=_csv_list, default=["contrast", "adv", "rejected"],
-                   help="comma list of contrast,adv,generated,rejected (default: contrast,adv,rejected)")
-    p.add_argument("--k", type=int, default=4, help="worse responses per sample and variant (default 4)")
-    p.add_argument("--limit", type=int, help="ingest at most this many samples")
-    p.add_argument("--fraction", type=float, help="keep a deterministic hash-based share of samples, e.g. 0.1")
-    p.add_argument("--name", dest="dataset_name", help="dataset name in the DB (default: the reference)")
-    p.add_argument("--format", default="auto", choices=["auto", "trl", "stackexchange", "hh", "gold"])
-    p.add_argument("--columns", help="column mapping, e.g. prompt=question,chosen=response_j,rejected=response_k")
-    p.add_argument("--split", default="train")
-    p.add_argument("--data-dir")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    p.add_argument("--token-budget", type=int, default=4096, help="padded tokens per PM batch (raise on GPU)")
-    p.add_argument("--max-length", type=int, default=1024)
-    p.add_argument("--rm-batch-size", type=int, default=16)
-    p.add_argument("--contrast-threshold", type=float, default=0.9)
-    p.add_argument("--generator", help="PM that writes `generated` answers (default: first --policy)")
-    p.add_argument("--gen-k", type=int, help="`generated` answers per prompt (default: --k)")
-    p.add_argument("--gen-max-new-tokens", type=int, default=48)
-    p.add_argument("--gen-temperature", type=float, default=0.8)
-    p.add_argument("--gen-batch-size", type=int, default=8)
-    p.add_argument("--policy-samples", type=int, default=0,
-                   help="N own samples per prompt from every PM (variant 'policy': PM-generated pairs)")
-    p.add_argument("--encoder", help="sentence encoder for contrast/UMAP (default: bundled MiniLM)")
-    p.add_argument("--models-dir", type=Path, help="where converted models live (default: <db dir>/models)")
-    p.add_argument("--no-umap", dest="umap", action="store_false")
-    p.add_argument("--shard", help="i/n: process only this shard of the samples; also writes Parquet parts")
-    p.add_argument("--page-samples", type=int, default=256, help="samples per scoring commit (resume unit)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--db", type=Path, default=DEFAULT_DB)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+from analysis.options import DEFAULT_DB, add_arguments, from_args
 
 
 def cmd_precompute(args) -> int:
-    from analysis.pipeline.config import PrecomputeConfig, parse_shard
+    from analysis.pipeline.config import PrecomputeConfig
     from analysis.pipeline.precompute import dumps, run_precompute
 
-    cfg = PrecomputeConfig(
-        dataset=args.dataset, policies=args.policy, rewards=args.reward, db=args.db,
-        dataset_name=args.dataset_name, format=args.format, columns=args.columns, split=args.split,
-        data_dir=args.data_dir, limit=args.limit, fraction=args.fraction, variants=args.variants, k=args.k,
-        seed=args.seed, device=args.device, dtype=args.dtype, token_budget=args.token_budget,
-        max_length=args.max_length, rm_batch_size=args.rm_batch_size,
-        contrast_threshold=args.contrast_threshold, generator=args.generator,
-        gen_k=args.gen_k, gen_max_new_tokens=args.gen_max_new_tokens, gen_temperature=args.gen_temperature,
-        gen_batch_size=args.gen_batch_size, policy_samples=args.policy_samples, encoder=args.encoder,
-        models_dir=args.models_dir, umap=args.umap,
-        shard=parse_shard(args.shard) if args.shard else None, page_samples=args.page_samples,
-        progress=not args.quiet)
-    summary = run_precompute(cfg)
+    summary = run_precompute(from_args(PrecomputeConfig, args))
     print(dumps(summary))
     return 0
 
@@ -151,8 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="seam", description="SEAM Lens: PM-RM seamlessness analysis")
     sub = ap.add_subparsers(dest="command", required=True)
 
+    from analysis.pipeline.config import PrecomputeConfig
+
     p = sub.add_parser("precompute", help="score a preference dataset with PMs and RMs into DuckDB")
-    _add_precompute_args(p)
+    add_arguments(p, PrecomputeConfig)
     p.set_defaults(func=cmd_precompute)
 
     p = sub.add_parser("demo", help="offline demo: SmolLM2 PM + trained MiniLM RMs on chatterbot, then the app")

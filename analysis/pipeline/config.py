@@ -1,4 +1,4 @@
-"""Typed configuration of a precompute run (one dataclass, mirrored 1:1 by `seam precompute` flags).
+"""Typed configuration of a precompute run (one dataclass; it generates the `seam precompute` flags).
 
 The whole config is stored with each run in the `runs` table, so every number in the DB can be traced
 back to the settings that produced it.
@@ -6,46 +6,57 @@ back to the settings that produced it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from analysis.options import DEFAULT_DB, opt
 
 ALL_VARIANTS = ("contrast", "adv", "generated", "rejected")
 
 
 @dataclass
 class PrecomputeConfig:
-    dataset: str                                   # file path, HF datasets id, or builtin:chatterbot
-    policies: list[str] = field(default_factory=list)   # PM references, as given (HF id / dir / .gguf / builtin:)
-    rewards: list[str] = field(default_factory=list)    # RM references (scalar sequence classifiers)
-    db: Path = Path("cache/seam.duckdb")
-    dataset_name: str | None = None                # name in the DB (default: the dataset reference)
-    format: str = "auto"                           # auto | trl | stackexchange | hh | gold
-    columns: str | None = None                     # e.g. "prompt=question,chosen=response_j"
-    split: str = "train"
-    data_dir: str | None = None
-    limit: int | None = None                       # max samples ingested (after --fraction)
-    fraction: float | None = None                  # keep a deterministic hash-based share of samples
-    variants: list[str] = field(default_factory=lambda: ["contrast", "adv", "rejected"])
-    k: int = 4                                     # worse responses per sample and variant
-    seed: int = 0
-    device: str = "auto"                           # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"                            # auto | float32 | bfloat16
-    token_budget: int = 4096                       # padded tokens per PM forward batch
-    max_length: int = 1024
-    rm_batch_size: int = 16
-    contrast_threshold: float = 0.9                # near-duplicate answer cosine for contrast
-    generator: str | None = None                   # PM that writes `generated` answers (default: first PM)
-    gen_k: int | None = None                       # `generated` answers per prompt (default: k; sampling is slow)
-    gen_max_new_tokens: int = 48
-    gen_temperature: float = 0.8
-    gen_batch_size: int = 8
-    policy_samples: int = 0                        # N own samples per prompt from each PM (variant 'policy')
-    encoder: str | None = None                     # sentence encoder (default: bundled MiniLM)
-    models_dir: Path | None = None                 # converted models (default: <db dir>/models)
-    umap: bool = True
-    shard: tuple[int, int] | None = None           # (i, n): process only samples with hash % n == i
-    page_samples: int = 256                        # samples per scoring unit (one commit each)
-    progress: bool = True
+    """`seam precompute`: every field is a flag (`analysis.options`); the whole config is stored per run."""
+
+    dataset: str = opt(help="JSONL/Parquet/CSV file, HF datasets id, or builtin:chatterbot", positional=True)
+    policies: list[str] = opt(default_factory=list, flag="--policy", metavar="REF",
+                              help="policy model (repeatable): HF id, local dir, .gguf file, or "
+                                   "builtin:smollm2-135m-instruct")
+    rewards: list[str] = opt(default_factory=list, flag="--reward", metavar="REF",
+                             help="reward model (repeatable): any scalar AutoModelForSequenceClassification "
+                                  "(HF id or dir)")
+    db: Path = opt(DEFAULT_DB, "results DuckDB file")
+    dataset_name: str | None = opt(None, "dataset name in the DB (default: the reference)", flag="--name")
+    format: str = opt("auto", "row format", choices=("auto", "trl", "stackexchange", "hh", "gold"))
+    columns: str | None = opt(None, "column mapping, e.g. prompt=question,chosen=response_j,rejected=response_k")
+    split: str = opt("train", "split of an HF datasets id")
+    data_dir: str | None = opt(None, "data_dir of an HF datasets id (e.g. harmless-base)")
+    limit: int | None = opt(None, "ingest at most this many samples (after --fraction)")
+    fraction: float | None = opt(None, "keep a deterministic hash-based share of samples, e.g. 0.1")
+    variants: list[str] = opt(default_factory=lambda: ["contrast", "adv", "rejected"], csv=True,
+                              help="comma list of " + ",".join(ALL_VARIANTS))
+    k: int = opt(4, "worse responses per sample and variant")
+    seed: int = opt(0, "seed of perturbations and sampling")
+    device: str = opt("auto", "auto | cpu | cuda | cuda:N")
+    dtype: str = opt("auto", "model dtype (auto: bf16 on CUDA, fp32 on CPU)",
+                     choices=("auto", "float32", "bfloat16", "float16"))
+    token_budget: int = opt(4096, "padded tokens per PM forward batch (raise on GPU)")
+    max_length: int = opt(1024, "longest prompt + response in tokens")
+    rm_batch_size: int = opt(16, "responses per RM forward batch")
+    contrast_threshold: float = opt(0.9, "skip contrast answers at least this cosine-similar to the own gold")
+    generator: str | None = opt(None, "PM that writes `generated` answers (default: first --policy)")
+    gen_k: int | None = opt(None, "`generated` answers per prompt (default: --k; sampling is slow)")
+    gen_max_new_tokens: int = opt(48, "new-token cap of generated answers and policy samples")
+    gen_temperature: float = opt(0.8, "sampling temperature")
+    gen_batch_size: int = opt(8, "prompts per generation batch")
+    policy_samples: int = opt(0, "N own samples per prompt from every PM (variant 'policy': PM-generated pairs)")
+    encoder: str | None = opt(None, "sentence encoder for contrast/UMAP (default: bundled MiniLM)")
+    models_dir: Path | None = opt(None, "where converted models live (default: <db dir>/models)")
+    umap: bool = opt(True, "compute the UMAP prompt map")
+    shard: tuple[int, int] | None = opt(None, "i/n: process only this shard of the samples; also writes "
+                                              "Parquet parts", parse=lambda t: parse_shard(t), metavar="I/N")
+    page_samples: int = opt(256, "samples per scoring commit (the resume unit)")
+    progress: bool = opt(True, "no progress bars", flag="--quiet", invert=True)
 
     def __post_init__(self) -> None:
         self.db = Path(self.db)
