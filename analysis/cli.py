@@ -12,9 +12,10 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from analysis.options import DEFAULT_DB, add_arguments, from_args
+from analysis.options import DEFAULT_DB, add_arguments, from_args, opt
 
 
 def cmd_precompute(args) -> int:
@@ -26,10 +27,56 @@ def cmd_precompute(args) -> int:
     return 0
 
 
+@dataclass
+class AppOptions:
+    """`seam app` (and the app half of `seam demo`)."""
+
+    db: Path = opt(DEFAULT_DB, "results DuckDB file (opened read-only)")
+    host: str = opt("127.0.0.1", "bind address (localhost only unless you ask for another)")
+    port: int = opt(8501, "port")
+
+
+@dataclass
+class DemoOptions:
+    no_app: bool = opt(False, "precompute only; do not start the dashboard")
+
+
+@dataclass
+class InfoOptions:
+    db: Path = opt(DEFAULT_DB, "results DuckDB file")
+    json: bool = opt(False, "machine-readable output")
+
+
+@dataclass
+class TrainSource:
+    """Where `train-rm` / `train-pm` read their data and write their checkpoint."""
+
+    data: str = opt(help="preference or gold-answer data (any precompute dataset format) or builtin:chatterbot",
+                    positional=True)
+    out: str = opt(help="output directory (a standard transformers checkpoint)")
+    format: str = opt("auto", "row format", choices=("auto", "trl", "stackexchange", "hh", "gold"))
+    columns: str | None = opt(None, "column mapping, e.g. prompt=question,chosen=response_j")
+    split: str = opt("train", "split of an HF datasets id")
+    quiet: bool = opt(False, "no progress bars")
+
+
+@dataclass
+class ImportOptions:
+    csv: str = opt(help="CSV with columns pm, rm, score", positional=True)
+    db: Path = opt(DEFAULT_DB, "results DuckDB file")
+    source: str | None = opt(None, "label for this set of runs (default: file name)")
+
+
+@dataclass
+class MergeOptions:
+    parts: str = opt(help="the parts/ folder the shards wrote")
+    db: Path = opt(DEFAULT_DB, "results DuckDB file")
+
+
 def cmd_demo(args) -> int:
     from analysis.pipeline.demo import DemoConfig, run_demo
 
-    summary = run_demo(DemoConfig(db=args.db, samples=args.samples, progress=not args.quiet))
+    summary = run_demo(from_args(DemoConfig, args))
     print(json.dumps({k: summary[k] for k in ("timings_s", "table_rows", "pm_tokens_per_s", "seam_by_variant")
                       if k in summary}, indent=2, default=str))
     if args.no_app:
@@ -41,24 +88,26 @@ def cmd_app(args) -> int:
     """Start the Streamlit dashboard on the DB (localhost only unless --host says otherwise)."""
     from importlib.util import find_spec
 
+    opts = from_args(AppOptions, args)
     spec = find_spec("app")
     if spec is None or not spec.submodule_search_locations:
         print("the dashboard package `app` is not installed next to `analysis`", file=sys.stderr)
         return 2
     main = Path(list(spec.submodule_search_locations)[0]) / "main.py"
     cmd = [sys.executable, "-m", "streamlit", "run", str(main),
-           "--server.address", args.host, "--server.port", str(args.port),
+           "--server.address", opts.host, "--server.port", str(opts.port),
            "--server.headless", "true", "--browser.gatherUsageStats", "false",
-           "--", "--db", str(Path(args.db).resolve())]
-    print(f"SEAM Lens dashboard on http://{args.host}:{args.port}  (db: {args.db})")
-    return subprocess.call(cmd, env={**os.environ, "SEAM_DB": str(Path(args.db).resolve())})
+           "--", "--db", str(Path(opts.db).resolve())]
+    print(f"SEAM Lens dashboard on http://{opts.host}:{opts.port}  (db: {opts.db})")
+    return subprocess.call(cmd, env={**os.environ, "SEAM_DB": str(Path(opts.db).resolve())})
 
 
 def cmd_info(args) -> int:
     from analysis.pipeline.info import db_info, render_info
 
-    info = db_info(args.db)
-    if args.json:
+    opts = from_args(InfoOptions, args)
+    info = db_info(opts.db)
+    if opts.json:
         print(json.dumps(info, indent=2, default=str))
     else:
         render_info(info)
@@ -66,91 +115,77 @@ def cmd_info(args) -> int:
 
 
 def cmd_train_rm(args) -> int:
-    from analysis.pipeline.demo import load_pairs
     from analysis.models.reward import RMTrainConfig, train_reward_model
+    from analysis.pipeline.demo import load_pairs
 
-    pairs = load_pairs(args.pairs, fmt=args.format, columns=args.columns, split=args.split)
-    cfg = RMTrainConfig(backbone=args.backbone, max_pairs=args.max_pairs, seed=args.seed, device=args.device)
-    report = train_reward_model(pairs, Path(args.out), cfg)
+    src = from_args(TrainSource, args)
+    pairs = load_pairs(src.data, fmt=src.format, columns=src.columns, split=src.split)
+    report = train_reward_model(pairs, Path(src.out), from_args(RMTrainConfig, args))
     print(json.dumps(report, indent=2, default=str))
-    print(f"saved: {args.out}  (use it as --reward {args.out})")
+    print(f"saved: {src.out}  (use it as --reward {src.out})")
+    return 0
+
+
+def cmd_train_pm(args) -> int:
+    from analysis.models.train_pm import PMTrainConfig, load_examples, train_policy_model
+
+    src = from_args(TrainSource, args)
+    examples = load_examples(src.data, fmt=src.format, columns=src.columns, split=src.split)
+    report = train_policy_model(examples, Path(src.out), from_args(PMTrainConfig, args), progress=not src.quiet)
+    print(json.dumps({k: v for k, v in report.items() if k != "loss_curve"}, indent=2, default=str))
+    print(f"saved: {src.out}  (use it as --policy {src.out})")
     return 0
 
 
 def cmd_import_rlhf(args) -> int:
     from analysis.storage.store import import_rlhf_csv
 
-    n = import_rlhf_csv(args.db, Path(args.csv), source=args.source)
-    print(f"imported {n} RLHF results from {args.csv} into {args.db}")
+    opts = from_args(ImportOptions, args)
+    n = import_rlhf_csv(opts.db, Path(opts.csv), source=opts.source)
+    print(f"imported {n} RLHF results from {opts.csv} into {opts.db}")
     return 0
 
 
 def cmd_merge(args) -> int:
     from analysis.storage import store
 
-    counts = store.merge_parts(args.db, Path(args.parts))
+    opts = from_args(MergeOptions, args)
+    counts = store.merge_parts(opts.db, Path(opts.parts))
     print(json.dumps(counts, indent=2))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """One sub-command per config: the flags come from the dataclasses above and in the packages."""
+    from analysis.models.configs import RMTrainConfig
+    from analysis.models.configs import PMTrainConfig
+    from analysis.pipeline.config import PrecomputeConfig
+    from analysis.pipeline.demo import DemoConfig
+    from analysis.study.experiment import add_experiment_parsers
+
     ap = argparse.ArgumentParser(prog="seam", description="SEAM Lens: PM-RM seamlessness analysis")
     sub = ap.add_subparsers(dest="command", required=True)
-
-    from analysis.pipeline.config import PrecomputeConfig
-
-    p = sub.add_parser("precompute", help="score a preference dataset with PMs and RMs into DuckDB")
-    add_arguments(p, PrecomputeConfig)
-    p.set_defaults(func=cmd_precompute)
-
-    p = sub.add_parser("demo", help="offline demo: SmolLM2 PM + trained MiniLM RMs on chatterbot, then the app")
-    p.add_argument("--db", type=Path, default=DEFAULT_DB)
-    p.add_argument("--samples", type=int, default=None, help="demo size (default: sized for ~10 min on 2 cores)")
-    p.add_argument("--no-app", action="store_true", help="precompute only")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8501)
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser("app", help="start the dashboard")
-    p.add_argument("--db", type=Path, default=DEFAULT_DB)
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default localhost only)")
-    p.add_argument("--port", type=int, default=8501)
-    p.set_defaults(func=cmd_app)
-
-    p = sub.add_parser("info", help="what a results DB holds")
-    p.add_argument("--db", type=Path, default=DEFAULT_DB)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_info)
-
-    p = sub.add_parser("train-rm", help="train a Bradley-Terry reward head on a frozen encoder")
-    p.add_argument("pairs", help="preference data (any precompute dataset format) or builtin:chatterbot")
-    p.add_argument("--out", required=True, help="output directory (a standard sequence-classification checkpoint)")
-    p.add_argument("--max-pairs", type=int, help="use at most this many pairs (0 = untrained head)")
-    p.add_argument("--backbone", help="encoder to freeze (default: bundled MiniLM)")
-    p.add_argument("--format", default="auto")
-    p.add_argument("--columns")
-    p.add_argument("--split", default="train")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_train_rm)
-
-    p = sub.add_parser("import-rlhf", help="import your own RLHF results (CSV columns pm, rm, score)")
-    p.add_argument("csv")
-    p.add_argument("--db", type=Path, default=DEFAULT_DB)
-    p.add_argument("--source", help="label for this set of runs (default: file name)")
-    p.set_defaults(func=cmd_import_rlhf)
-
-    p = sub.add_parser("merge", help="merge shard Parquet parts (from --shard runs) into one DB")
-    p.add_argument("--parts", required=True, help="the parts/ folder the shards wrote")
-    p.add_argument("--db", type=Path, default=DEFAULT_DB)
-    p.set_defaults(func=cmd_merge)
-
-    from analysis.study.experiment import add_experiment_parsers  # both import torch lazily
-    from analysis.models.train_pm import add_train_pm_parser
-
+    commands = [
+        ("precompute", "score a preference dataset with PMs and RMs into DuckDB", cmd_precompute,
+         [(PrecomputeConfig, ())]),
+        ("demo", "offline demo: SmolLM2 PM + trained MiniLM RMs on chatterbot, then the app", cmd_demo,
+         [(DemoConfig, ()), (DemoOptions, ()), (AppOptions, ("db",))]),
+        ("app", "start the dashboard", cmd_app, [(AppOptions, ())]),
+        ("info", "what a results DB holds", cmd_info, [(InfoOptions, ())]),
+        ("train-rm", "train a Bradley-Terry reward head on a frozen encoder", cmd_train_rm,
+         [(TrainSource, ("quiet",)), (RMTrainConfig, ())]),
+        ("train-pm", "a few steps of SFT of a policy model on gold answers (a PM checkpoint)", cmd_train_pm,
+         [(TrainSource, ()), (PMTrainConfig, ())]),
+        ("import-rlhf", "import your own RLHF results (CSV columns pm, rm, score)", cmd_import_rlhf,
+         [(ImportOptions, ())]),
+        ("merge", "merge shard Parquet parts (from --shard runs) into one DB", cmd_merge, [(MergeOptions, ())]),
+    ]
+    for name, help_text, func, configs in commands:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        for cls, exclude in configs:
+            add_arguments(p, cls, exclude=exclude)
+        p.set_defaults(func=func)
     add_experiment_parsers(sub)
-    add_train_pm_parser(sub)
     return ap
 
 

@@ -59,7 +59,7 @@ def _default_text(f: dataclasses.Field) -> str:
         value = f.default_factory()  # type: ignore[misc]
     else:
         return ""
-    if value is None or value is False or value == []:
+    if value is None or isinstance(value, bool) or value == [] or value == ():
         return ""
     if isinstance(value, (list, tuple)):
         value = ",".join(map(str, value))
@@ -99,11 +99,14 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude: typing
             kw.update(action="append", type=item)
         elif tp in (int, float, str, Path):
             kw["type"] = tp
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
         if meta.get("positional"):
             kw.pop("dest")
+            if not required:
+                kw["nargs"] = "?"
             parser.add_argument(f.name, **kw)
         else:
-            parser.add_argument(flag, default=None, **kw)
+            parser.add_argument(flag, default=None, required=required, **kw)
 
 
 def from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:

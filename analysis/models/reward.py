@@ -39,7 +39,6 @@ import time
 import uuid
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -47,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from analysis.models.configs import RMTrainConfig
 from analysis.models.devices import pick_device, pick_dtype
 from analysis.models.resolve import atomic_replace_dir
 
@@ -311,32 +311,6 @@ class RewardModel:
 # ---------------------------------------------------------------------------------------------------
 # Training demo RMs
 # ---------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class RMTrainConfig:
-    """Knobs of `train_reward_model`; every field is recorded in the RM's seam_rm.json card.
-
-    Defaults were picked on HH-RLHF harmless-base with the bundled MiniLM (4 random splits, 800
-    held-out pairs): with lr=3e-4 the 148k-parameter pooler overfits (held-out BT loss rose above
-    log 2 ≈ 0.693 at 500–1500 pairs while accuracy stalled); lr=1e-4 for 20 epochs kept held-out loss
-    at ~0.68 with the best accuracy of the settings tried.
-    """
-
-    backbone: str | None = None  # None = the bundled all-MiniLM-L6-v2
-    max_pairs: int | None = None  # training pairs used (after the validation split); None = all
-    epochs: int = 20
-    lr: float = 1e-4
-    batch_size: int = 32
-    weight_decay: float = 0.1
-    val_fraction: float = 0.1
-    max_val_pairs: int = 1000  # caps validation encoding cost on large sets
-    seed: int = 0
-    max_length: int = 256  # MiniLM was trained on 256-token inputs
-    device: str = "auto"
-    dtype: str = "auto"
-    train_pooler: bool = True  # False: keep the pretrained pooler frozen, train only the classifier
-    feature_batch_size: int = 32
 
 
 class _BertHead(nn.Module):

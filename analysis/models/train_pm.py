@@ -26,29 +26,12 @@ import random
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from analysis.models.configs import PMTrainConfig
+
 CARD_NAME = "seam_pm.json"
-
-
-@dataclass
-class PMTrainConfig:
-    """Knobs of `train_policy_model`; every field is recorded in the checkpoint's seam_pm.json card."""
-
-    base: str = "builtin:smollm2-135m-instruct"   # any PM reference (builtin:, dir, .gguf, hub id)
-    steps: int = 30
-    batch_size: int = 8
-    lr: float = 5e-5
-    weight_decay: float = 0.0
-    warmup_steps: int = 3
-    max_grad_norm: float = 1.0
-    max_length: int = 256          # prompt + response tokens; longer examples are left-truncated
-    max_examples: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    models_dir: str | None = None  # where builtin: models are converted (default: cache/models)
 
 
 def load_examples(source: str, *, fmt: str = "auto", columns: str | None = None, split: str = "train",
@@ -216,35 +199,3 @@ def read_card(pm_dir: Path | str) -> dict | None:
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-
-def add_train_pm_parser(sub) -> None:
-    """Register `seam train-pm` on the `seam` sub-parsers (wired in analysis/cli.py)."""
-    p = sub.add_parser("train-pm", help="a few steps of SFT of a policy model on gold answers (a PM checkpoint)")
-    p.add_argument("data", nargs="?", default="builtin:chatterbot",
-                   help="dataset with gold / chosen answers (any precompute format; default builtin:chatterbot)")
-    p.add_argument("--out", required=True, help="output directory (a standard causal-LM checkpoint)")
-    p.add_argument("--base", default=PMTrainConfig.base, help="PM to fine-tune (default %(default)s)")
-    p.add_argument("--steps", type=int, default=PMTrainConfig.steps)
-    p.add_argument("--batch-size", type=int, default=PMTrainConfig.batch_size)
-    p.add_argument("--lr", type=float, default=PMTrainConfig.lr)
-    p.add_argument("--max-length", type=int, default=PMTrainConfig.max_length)
-    p.add_argument("--max-examples", type=int)
-    p.add_argument("--format", default="auto")
-    p.add_argument("--columns")
-    p.add_argument("--split", default="train")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--models-dir", help="where builtin: models are converted (default cache/models)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_train_pm)
-
-
-def cmd_train_pm(args) -> int:
-    examples = load_examples(args.data, fmt=args.format, columns=args.columns, split=args.split)
-    cfg = PMTrainConfig(base=args.base, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                        max_length=args.max_length, max_examples=args.max_examples, seed=args.seed,
-                        device=args.device, models_dir=args.models_dir)
-    report = train_policy_model(examples, Path(args.out), cfg, progress=not args.quiet)
-    print(json.dumps({k: v for k, v in report.items() if k != "loss_curve"}, indent=2, default=str))
-    print(f"saved: {args.out}  (use it as --policy {args.out})")
-    return 0
