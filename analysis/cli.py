@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from analysis.errors import describe
 from analysis.options import DEFAULT_DB, add_arguments, from_args, opt
 
 
@@ -104,8 +105,10 @@ def cmd_app(args) -> int:
 
 def cmd_info(args) -> int:
     from analysis.pipeline.info import db_info, render_info
+    from analysis.pipeline.preflight import check_db
 
     opts = from_args(InfoOptions, args)
+    check_db(opts.db, must_exist=True)
     info = db_info(opts.db)
     if opts.json:
         print(json.dumps(info, indent=2, default=str))
@@ -164,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     from analysis.study.experiment import add_experiment_parsers
 
     ap = argparse.ArgumentParser(prog="seam", description="SEAM Lens: PM-RM seamlessness analysis")
+    ap.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = ap.add_subparsers(dest="command", required=True)
     commands = [
         ("precompute", "score a preference dataset with PMs and RMs into DuckDB", cmd_precompute,
@@ -190,15 +194,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A user error prints one line (problem, value, fix) and exits 2; `--debug` shows the
+    traceback instead. Output piped into a reader that stops early (`| head`) ends quietly."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away: send the rest to /dev/null so Python's exit flush does not complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"seam {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - user errors become one line; bugs keep their traceback
+        line = describe(exc)
+        if args.debug or line is None:
+            raise
+        print(f"seam {args.command}: error: {line}  (--debug shows the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

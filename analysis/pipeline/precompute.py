@@ -22,6 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from analysis.storage import store
+from analysis.pipeline import preflight
 from analysis.pipeline.config import PrecomputeConfig
 from analysis.data.ingest import ColumnMap, Reject, Sample, content_id, open_records, parse_records, response_id
 
@@ -453,6 +454,7 @@ class Precompute:
 
 def run_precompute(cfg: PrecomputeConfig, log: Callable[[str], None] = print) -> dict:
     """Run (or resume) a precompute; returns the run summary stored in `runs`."""
+    preflight.check_precompute(cfg)
     summary = Precompute(cfg, log).run()
     if cfg.shard is not None:
         parts = store.export_parts(cfg.db, cfg.db.parent / "parts", f"shard-{cfg.shard[0]}-of-{cfg.shard[1]}")
