@@ -1,4 +1,4 @@
-"""Worse responses for SEAM (SPEC §3): `adv` perturbations of the gold answer and `contrast` answers
+"""Worse responses for SEAM (README "Definitions"): `adv` perturbations of the gold answer and `contrast` answers
 borrowed from neighbouring prompts.
 
 Why these two: SEAM asks whether the RM prefers some worse response y_j to the gold y*. Both variants

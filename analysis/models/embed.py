@@ -96,7 +96,7 @@ def umap_coords(emb: np.ndarray, *, fit_sample: int = 5000, seed: int = 0, n_nei
     """2-D layout [n, 2] float32 of embeddings for the prompt map (UMAP, cosine metric).
 
     UMAP is fitted on at most `fit_sample` rows (a seeded random subset) and the others are placed with
-    `transform`: fitting cost grows quickly with n (SPEC §4: 13 s for 2k, 36 s for 20k on 2 cores) while
+    `transform`: fitting cost grows quickly with n (measured: 13 s for 2k, 36 s for 20k on 2 cores) while
     transform is cheap, and a map of the fitted sample is already faithful. `random_state=seed` makes it
     deterministic (umap-learn then runs single-threaded). n_neighbors is capped at n - 1.
 
