@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from contextlib import closing
 
 import numpy as np
 import pandas as pd
@@ -43,11 +44,10 @@ def nan_db(tmp_path_factory):
     return path
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def con(nan_db):
-    c = store.connect(nan_db, read_only=True)
-    yield c
-    c.close()
+    with closing(store.connect(nan_db, read_only=True)) as c:
+        yield c
 
 
 def oracle(con, alpha: float, tau: float) -> pd.DataFrame:
