@@ -16,7 +16,8 @@ import streamlit as st
 
 from analysis.storage import labels as labels_mod
 from analysis.queries.base import filter_options
-from analysis.queries.browser import BrowseFilter, browse_count, browse_page, response_scores, responses_by_ids, sample_info, sample_responses
+from analysis.queries.browser import (BrowseFilter, browse_count, browse_page, response_scores, responses_by_ids,
+                                      sample_info, sample_responses)
 from analysis.queries.spotcheck import label_disagreements
 from app import common
 from app.textdiff import word_diff

@@ -18,7 +18,8 @@ from analysis.storage import labels as labels_mod
 from analysis.queries.base import experiment_table, filter_options, table_counts
 from analysis.queries.distributions import seam_summary
 from analysis.queries.selection import Selection
-from analysis.queries.overview import datasets_summary, models_summary, recent_runs, reject_reasons, rm_accuracy, variant_summary
+from analysis.queries.overview import (datasets_summary, models_summary, recent_runs, reject_reasons, rm_accuracy,
+                                       variant_summary)
 from analysis.queries.spotcheck import label_mismatch
 from app import common
 
