@@ -3,7 +3,8 @@
 Why a query wrapper: DuckDB allows one writing process per file and nobody else while it holds the
 lock, so the app must never keep a connection open across reruns (a running precompute would stall).
 Every cache miss opens the file read-only (retrying a few seconds while a writer commits), runs one
-function of `analysis.queries.core`, and closes it. Results are cached for a short TTL keyed on the DB file's
+query function of `analysis.queries` (the page imports it and passes the function itself to `run`), and
+closes it. Results are cached for a short TTL keyed on the DB file's
 (and its WAL's) mtime and size, so a reload after the precompute commits shows fresh numbers while
 repeated reruns (every widget click) cost nothing.
 
@@ -23,14 +24,14 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import duckdb
 import pandas as pd
 import streamlit as st
 
+from analysis.queries import base
 from analysis.storage import labels as labels_mod
-from analysis.queries import core as queries
 from analysis.storage import store
 
 DEFAULT_DB = "cache/seam.duckdb"
@@ -98,24 +99,30 @@ def _open(db: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
+T = TypeVar("T")
+
+
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=512, show_spinner=False)
-def _cached(db: str, version: tuple, fn: str, args: tuple, kwargs: tuple) -> Any:
+def _cached(db: str, version: tuple, name: str, _fn: Callable[..., Any], args: tuple, kwargs: tuple) -> Any:
+    # `name` (module.qualname) keys the cache; `_fn` (leading underscore) is not hashed by Streamlit
     con = _open(Path(db))
     try:
-        return getattr(queries, fn)(con, *args, **dict(kwargs))
+        return _fn(con, *args, **dict(kwargs))
     finally:
         con.close()
 
 
-def query(fn: str, *args, **kwargs) -> Any:
-    """Run `analysis.queries.core.<fn>(con, *args, **kwargs)` on a fresh read-only connection, cached."""
+def run(fn: Callable[..., T], *args, **kwargs) -> T:
+    """`fn(con, *args, **kwargs)` (a query function of `analysis.queries`) on a fresh read-only
+    connection, cached per DB version."""
     db = settings().db
-    return _cached(str(db), db_version(db), fn, tuple(args), tuple(sorted(kwargs.items())))
+    return _cached(str(db), db_version(db), f"{fn.__module__}.{fn.__qualname__}", fn, tuple(args),
+                   tuple(sorted(kwargs.items())))
 
 
 def status() -> dict:
     """db_status without caching errors (so a DB that appears is picked up at once)."""
-    return query("db_status")
+    return run(base.db_status)
 
 
 def show_unavailable(exc: DBUnavailable) -> None:

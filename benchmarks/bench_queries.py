@@ -1,4 +1,4 @@
-"""Dashboard query latency at scale: p50 / p95 of every analysis.queries.core function the pages call.
+"""Dashboard query latency at scale: p50 / p95 of every analysis.queries function the pages call.
 
 Why: SPEC §5 asks that dashboard queries stay interactive at 1M samples (aggregate in DuckDB, never
 pull whole tables into pandas). This script builds (once) a synthetic results DB of that size with
@@ -18,69 +18,87 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analysis.queries import core as Q  # noqa: E402
-from analysis.storage import store
 from analysis.data import synthetic  # noqa: E402
+from analysis.queries.base import db_status, filter_options, table_counts  # noqa: E402
+from analysis.queries.browser import (BrowseFilter, browse_count, browse_page, response_scores,  # noqa: E402
+                                      sample_info, sample_responses)
+from analysis.queries.distributions import seam_report, seam_summary  # noqa: E402
+from analysis.queries.filtering import FilterSpec, filter_report  # noqa: E402
+from analysis.queries.overview import (datasets_summary, models_summary, recent_runs, reject_reasons,  # noqa: E402
+                                       rm_accuracy, variant_summary)
+from analysis.queries.prompt_map import prompt_map_points  # noqa: E402
+from analysis.queries.saturation import axis_quality, proxy_grid, rlhf_grid, saturation_grid  # noqa: E402
+from analysis.queries.selection import Selection  # noqa: E402
+from analysis.queries.spotcheck import label_mismatch, spotcheck_pairs  # noqa: E402
+from analysis.storage import store  # noqa: E402
+
+# The functions the dashboard pages call (the benchmark times each of them with the pages' arguments).
+PAGE_QUERIES = (db_status, filter_options, table_counts, datasets_summary, models_summary, variant_summary,
+                reject_reasons, recent_runs, rm_accuracy, seam_summary, label_mismatch, rlhf_grid, saturation_grid,
+                proxy_grid, axis_quality, browse_count, browse_page, seam_report, sample_info, sample_responses,
+                spotcheck_pairs, response_scores, filter_report, prompt_map_points)
 
 
-def cases(opts: dict, con) -> list[tuple[str, str, tuple, dict]]:
-    """(page, function, args, kwargs) — the calls the pages make with their default widget values,
+def cases(opts: dict, con) -> list[tuple[str, str, Callable, tuple, dict]]:
+    """(page, label, function, args, kwargs) — the calls the pages make with their default widget values,
     plus the non-default SEAM definition (alpha / tau sliders), which evaluates the seam_at macro."""
     v = "adv" if "adv" in opts["variants"] else opts["variants"][0]
     pm, rm = opts["policies"][0], opts["rewards"][-1]
-    spec = Q.FilterSpec(variant=v, policy=pm, reward=rm, mode="top", q=0.1)
-    spot = Q.spotcheck_pairs(con, kind="policy", n=50, seed=0)
+    spec = FilterSpec(variant=v, policy=pm, reward=rm, mode="top", q=0.1)
+    spot = spotcheck_pairs(con, kind="policy", n=50, seed=0)
     labels = pd.DataFrame({"a_id": spot["a_id"], "b_id": spot["b_id"],
                            "label": (["a", "b", "tie"] * 20)[:len(spot)], "kind": "policy"})
-    sid = Q.browse_page(con, Q.BrowseFilter(), page=1, page_size=1)["sample_id"].iloc[0]
-    return [
-        ("all", "db_status", (), {}),
-        ("all", "filter_options", (), {}),
-        ("overview", "table_counts", (), {}),
-        ("overview", "datasets_summary", (), {}),
-        ("overview", "models_summary", (), {}),
-        ("overview", "variant_summary", (), {}),
-        ("overview", "reject_reasons", (), {}),
-        ("overview", "recent_runs", (5,), {}),
-        ("overview", "rm_accuracy", (), {}),
-        ("overview", "seam_summary", (1.0, 0.0), {}),
-        ("overview", "label_mismatch", (labels,), {}),
-        ("saturation", "rlhf_grid", (), {}),
-        ("saturation", "saturation_grid", (), {}),
-        ("saturation", "proxy_grid", (), {"variant": v, "beta": 1.0}),
-        ("saturation", "axis_quality", (), {"variant": v}),
-        ("saturation", "browse_count", (Q.BrowseFilter(variants=(v,), policies=(pm,), rewards=(rm,)),), {}),
-        ("saturation", "browse_page", (Q.BrowseFilter(variants=(v,), policies=(pm,), rewards=(rm,)),),
+    sid = browse_page(con, BrowseFilter(), page=1, page_size=1)["sample_id"].iloc[0]
+    dist = Selection(variants=opts["variants"], policies=[pm], rewards=[rm])
+    out = [
+        ("all", "db_status", db_status, (), {}),
+        ("all", "filter_options", filter_options, (), {}),
+        ("overview", "table_counts", table_counts, (), {}),
+        ("overview", "datasets_summary", datasets_summary, (), {}),
+        ("overview", "models_summary", models_summary, (), {}),
+        ("overview", "variant_summary", variant_summary, (), {}),
+        ("overview", "reject_reasons", reject_reasons, (), {}),
+        ("overview", "recent_runs", recent_runs, (5,), {}),
+        ("overview", "rm_accuracy", rm_accuracy, (), {}),
+        ("overview", "seam_summary", seam_summary, (Selection(),), {}),
+        ("overview", "label_mismatch", label_mismatch, (labels,), {}),
+        ("saturation", "rlhf_grid", rlhf_grid, (), {}),
+        ("saturation", "saturation_grid", saturation_grid, (), {}),
+        ("saturation", "proxy_grid", proxy_grid, (), {"variant": v, "beta": 1.0}),
+        ("saturation", "axis_quality", axis_quality, (), {"variant": v}),
+        ("saturation", "browse_count", browse_count, (BrowseFilter(variants=(v,), policies=(pm,), rewards=(rm,)),), {}),
+        ("saturation", "browse_page", browse_page, (BrowseFilter(variants=(v,), policies=(pm,), rewards=(rm,)),),
          {"page_size": 10}),
-        ("distributions", "seam_report", (), dict(variants=opts["variants"], policies=[pm], rewards=[rm],
-                                                   corr_policy=pm, corr_reward=rm)),
-        ("distributions", "seam_report[ECDF]", (), dict(variants=opts["variants"], policies=[pm], rewards=[rm],
-                                                         plot="ECDF", corr_policy=pm, corr_reward=rm)),
-        ("distributions", "seam_report[alpha=.5,tau=1]", (), dict(variants=opts["variants"], policies=[pm],
-                                                                   rewards=[rm], alpha=0.5, tau=1.0,
-                                                                   corr_policy=pm, corr_reward=rm)),
-        ("browser", "browse_count", (Q.BrowseFilter(),), {}),
-        ("browser", "browse_page", (Q.BrowseFilter(),), {}),
-        ("browser", "browse_page[search]", (Q.BrowseFilter(search="memory leak"),), {}),
-        ("browser", "browse_page[regex]", (Q.BrowseFilter(search=r"python (error|install)", regex=True),), {}),
-        ("browser", "browse_page[page 200, sort hack_rate]", (Q.BrowseFilter(),),
+        ("distributions", "seam_report", seam_report, (dist,), dict(corr_policy=pm, corr_reward=rm)),
+        ("distributions", "seam_report[ECDF]", seam_report, (dist,), dict(plot="ECDF", corr_policy=pm, corr_reward=rm)),
+        ("distributions", "seam_report[alpha=.5,tau=1]", seam_report, (dist.but(alpha=0.5, tau=1.0),),
+         dict(corr_policy=pm, corr_reward=rm)),
+        ("browser", "browse_count", browse_count, (BrowseFilter(),), {}),
+        ("browser", "browse_page", browse_page, (BrowseFilter(),), {}),
+        ("browser", "browse_page[search]", browse_page, (BrowseFilter(search="memory leak"),), {}),
+        ("browser", "browse_page[regex]", browse_page, (BrowseFilter(search=r"python (error|install)", regex=True),), {}),
+        ("browser", "browse_page[page 200, sort hack_rate]", browse_page, (BrowseFilter(),),
          {"page": 200, "sort": "hack_rate"}),
-        ("browser", "sample_info", (sid,), {}),
-        ("browser", "sample_responses", (sid,), {"variant": v, "policy": pm, "reward": rm}),
-        ("spotcheck", "spotcheck_pairs[policy]", (), {"kind": "policy", "n": 50, "seed": 1}),
-        ("spotcheck", "spotcheck_pairs[dataset, stratified]", (), {"kind": "dataset", "variant": v, "n": 50,
+        ("browser", "sample_info", sample_info, (sid,), {}),
+        ("browser", "sample_responses", sample_responses, (sid,), {"variant": v, "policy": pm, "reward": rm}),
+        ("spotcheck", "spotcheck_pairs[policy]", spotcheck_pairs, (), {"kind": "policy", "n": 50, "seed": 1}),
+        ("spotcheck", "spotcheck_pairs[dataset, stratified]", spotcheck_pairs, (), {"kind": "dataset", "variant": v, "n": 50,
                                                                    "seed": 1, "stratify": "source"}),
-        ("spotcheck", "response_scores[whole queue]", (sorted(set(spot["a_id"]) | set(spot["b_id"])),), {}),
-        ("spotcheck", "label_mismatch", (labels,), {}),
-        ("export", "filter_report", (spec,), {}),
-        ("prompt-map", "prompt_map_points", (), {"variant": v, "policy": pm, "reward": rm, "max_points": 20000}),
+        ("spotcheck", "response_scores[whole queue]", response_scores, (sorted(set(spot["a_id"]) | set(spot["b_id"])),), {}),
+        ("spotcheck", "label_mismatch", label_mismatch, (labels,), {}),
+        ("export", "filter_report", filter_report, (spec,), {}),
+        ("prompt-map", "prompt_map_points", prompt_map_points, (), {"variant": v, "policy": pm, "reward": rm, "max_points": 20000}),
     ]
+    missing = set(PAGE_QUERIES) - {c[2] for c in out}
+    assert not missing, f"page queries without a benchmark case: {sorted(f.__name__ for f in missing)}"
+    return out
 
 
 def main() -> None:
@@ -99,16 +117,15 @@ def main() -> None:
         print(f"built in {time.perf_counter() - t0:.0f}s", flush=True)
     con = store.connect(db, read_only=True)
     con.execute("SET enable_progress_bar = false")
-    opts = Q.filter_options(con)
-    st = Q.db_status(con)
+    opts = filter_options(con)
+    st = db_status(con)
     todo = cases(opts, con)
     con.close()
     print(f"DB {db}: {st['samples']:,} samples, {st['metrics']:,} seam_metrics rows; {args.reps} reps per query "
           "(each: connect read-only, query, fetch, close)")
     print(f"{'page':<14} {'query':<42} {'p50 ms':>9} {'p95 ms':>9} {'rows':>7}")
     worst: dict[str, tuple[float, str]] = {}
-    for page, name, a, kw in todo:
-        fn = getattr(Q, name.split("[")[0])
+    for page, name, fn, a, kw in todo:
         times, rows = [], 0
         for _ in range(args.reps):
             t0 = time.perf_counter()

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from analysis.queries import export as E
-from analysis.queries import core as Q
+from analysis.queries import filtering
 from analysis.storage import store
 from analysis.data import synthetic
 
@@ -24,8 +24,8 @@ def db(tmp_path_factory):
     return path
 
 
-SPEC = Q.FilterSpec(variant="adv", policy="pm-sft-1k", reward="rm-10k", mode="top", q=0.25)
-HAND = Q.FilterSpec(variant="rejected", policy="pm-hand", reward="rm-hand", mode="top", q=0.0)
+SPEC = filtering.FilterSpec(variant="adv", policy="pm-sft-1k", reward="rm-10k", mode="top", q=0.25)
+HAND = filtering.FilterSpec(variant="rejected", policy="pm-hand", reward="rm-hand", mode="top", q=0.0)
 
 
 def snapshot(root) -> set:
@@ -132,7 +132,7 @@ def test_existing_export_needs_overwrite_and_db_is_untouched(db, tmp_path):
 
 
 def test_empty_selection_is_refused(db, tmp_path):
-    spec = Q.FilterSpec(variant="adv", policy="pm-sft-1k", reward="rm-10k", q=1.0)
+    spec = filtering.FilterSpec(variant="adv", policy="pm-sft-1k", reward="rm-10k", q=1.0)
     with pytest.raises(E.ExportError, match="empty"):
         E.export_subset(db, tmp_path / "e", "nothing", spec)
     assert not any((tmp_path / "e").iterdir())
@@ -143,6 +143,6 @@ def test_selection_restricts_the_universe(db, tmp_path):
     ids = tuple(r[0] for r in con.execute("SELECT sample_id FROM samples WHERE dataset <> 'hand' "
                                           "ORDER BY sample_id LIMIT 10").fetchall())
     con.close()
-    spec = Q.FilterSpec(variant="adv", policy="pm-sft-1k", reward="rm-10k", q=0.2, sample_ids=ids)
+    spec = filtering.FilterSpec(variant="adv", policy="pm-sft-1k", reward="rm-10k", q=0.2, sample_ids=ids)
     res = E.export_subset(db, tmp_path / "e", "sel", spec)
     assert res.n == 8 and res.card["filter"]["restricted_to_selection"] == 10

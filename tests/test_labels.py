@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from analysis.storage import labels as L
-from analysis.queries.core import wilson
+from analysis.stats.metrics import wilson
 
 
 def test_put_canonicalises_and_overwrites(tmp_path):
@@ -125,7 +125,8 @@ def test_sample_size_planner():
     assert L.labels_needed(0.35, 0.05, n_now=100) == need - 100
     assert L.labels_needed(0.35, 0.05, n_now=10_000) == 0
     assert L.labels_needed(None, 0.05) == L.labels_needed(0.5, 0.05)
-    _, lo, hi = wilson(0.35 * need, need)
+    w = wilson(0.35 * need, need)
+    lo, hi = w.lo, w.hi
     assert (hi - lo) / 2 <= 0.05
 
 

@@ -1,4 +1,4 @@
-"""analysis.queries.core on a real (small) DuckDB results file: numbers checked against independent
+"""analysis.queries (one module per page) on a real (small) DuckDB results file: numbers checked against independent
 computations (pandas / numpy / scipy on the raw tables, or hand values), parameterization checked
 against hostile input, and the fast SQL paths checked against the reference macros in metrics.sql."""
 
@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.queries import core as Q
+from analysis.queries import base, browser, distributions, filtering, overview, prompt_map, saturation, spotcheck
+from analysis.queries.selection import Selection
+from analysis.stats.metrics import t_interval, wilson
 from analysis.storage import store
 from analysis.data import synthetic
 
@@ -39,24 +41,24 @@ def raw(con, sql, params=None) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------- stats
 
 def test_wilson_hand_values():
-    p, lo, hi = Q.wilson(7, 10)
-    assert p == 0.7 and lo == pytest.approx(0.39678, abs=1e-4) and hi == pytest.approx(0.89221, abs=1e-4)
+    w = wilson(7, 10)
+    assert w.p == 0.7 and w.lo == pytest.approx(0.39678, abs=1e-4) and w.hi == pytest.approx(0.89221, abs=1e-4)
     ci = stats.binomtest(7, 10).proportion_ci(method="wilson")
-    assert (lo, hi) == pytest.approx((ci.low, ci.high), abs=1e-9)
-    assert Q.wilson(0, 10)[1] == 0.0 and all(math.isnan(v) for v in Q.wilson(0, 0))
+    assert (w.lo, w.hi) == pytest.approx((ci.low, ci.high), abs=1e-9)
+    assert wilson(0, 10).lo == 0.0 and all(math.isnan(v) for v in (wilson(0, 0).p, wilson(0, 0).lo, wilson(0, 0).hi))
 
 
 def test_t_interval_matches_scipy():
-    lo, hi = Q.t_interval(0.1, 0.2, 10)
+    lo, hi = t_interval(0.1, 0.2, 10)
     half = stats.t.ppf(0.975, 9) * 0.2 / math.sqrt(10)
     assert (lo, hi) == pytest.approx((0.1 - half, 0.1 + half))
-    assert all(math.isnan(v) for v in Q.t_interval(1.0, 0.0, 1))
+    assert all(math.isnan(v) for v in t_interval(1.0, 0.0, 1))
 
 
 # ------------------------------------------------------------------------------------------- overview
 
 def test_rm_accuracy_against_independent_count(con):
-    acc = Q.rm_accuracy(con)
+    acc = overview.rm_accuracy(con)
     r = raw(con, """SELECT r.sample_id, r.variant, s.reward, s.score FROM responses r JOIN rm_scores s USING (response_id)
                     WHERE r.variant <> 'policy'""")
     gold = r[r.variant == "gold"][["sample_id", "reward", "score"]].rename(columns={"score": "g"})
@@ -64,16 +66,16 @@ def test_rm_accuracy_against_independent_count(con):
     for (reward, variant), g in j.groupby(["reward", "variant"]):
         row = acc[(acc.reward == reward) & (acc.variant == variant)].iloc[0]
         assert row.n == len(g) and row.correct == (g.g > g.score).sum() and row.wrong == (g.g < g.score).sum()
-        p, lo, hi = Q.wilson(row.correct, row.n)
-        assert (row.accuracy, row.accuracy_lo, row.accuracy_hi) == pytest.approx((p, lo, hi))
+        w = wilson(row.correct, row.n)
+        assert (row.accuracy, row.accuracy_lo, row.accuracy_hi) == pytest.approx((w.p, w.lo, w.hi))
 
 
 def test_hand_rows_headline_numbers(con):
     exp = synthetic.hand_expected()
-    acc = Q.rm_accuracy(con).set_index("reward").loc[synthetic.HAND_REWARD]
+    acc = overview.rm_accuracy(con).set_index("reward").loc[synthetic.HAND_REWARD]
     assert (acc.n, acc.correct, acc.wrong) == (exp["n"], exp["correct"], exp["wrong"])
     assert acc.accuracy_lo == pytest.approx(0.39678, abs=1e-4)
-    summ = Q.seam_summary(con, 1.0, 0.0, policies=[synthetic.HAND_POLICY])
+    summ = distributions.seam_summary(con, Selection(1.0, 0.0, policies=[synthetic.HAND_POLICY]))
     row = summ.iloc[0]
     assert row.n == 10 and row["mean"] == pytest.approx(exp["mean_seam"])
     vals = [math.exp(r[2]) if r[1] > r[0] else 0.0 for r in synthetic.HAND_ROWS]
@@ -83,16 +85,16 @@ def test_hand_rows_headline_numbers(con):
 
 
 def test_contents_queries(con):
-    counts = dict(zip(*Q.table_counts(con)[["table", "rows"]].values.T))
+    counts = dict(zip(*base.table_counts(con)[["table", "rows"]].values.T))
     assert counts["samples"] == 310 and counts["seam_metrics"] == raw(con, "SELECT count(*) n FROM seam_metrics").n[0]
-    ds = Q.datasets_summary(con).set_index("dataset")
+    ds = overview.datasets_summary(con).set_index("dataset")
     assert ds.loc["hand", "samples"] == 10 and ds["rejects"].sum() == raw(con, "SELECT count(*) n FROM rejects").n[0]
-    assert set(Q.variant_summary(con)["variant"]) == {"gold", "adv", "contrast", "rejected", "policy"}
-    assert Q.reject_reasons(con)["n"].sum() == 3
-    assert Q.recent_runs(con, 1)["status"].tolist() == ["done"]
-    opts = Q.filter_options(con)
+    assert set(overview.variant_summary(con)["variant"]) == {"gold", "adv", "contrast", "rejected", "policy"}
+    assert overview.reject_reasons(con)["n"].sum() == 3
+    assert overview.recent_runs(con, 1)["status"].tolist() == ["done"]
+    opts = base.filter_options(con)
     assert opts["policies"][:2] == ["pm-sft-1k", "pm-sft-10k"]  # registration order, weakest first
-    assert Q.db_status(con) == {"missing": [], "samples": 310, "metrics": counts["seam_metrics"]}
+    assert base.db_status(con) == {"missing": [], "samples": 310, "metrics": counts["seam_metrics"]}
 
 
 def test_db_status_of_an_empty_file(tmp_path):
@@ -100,8 +102,8 @@ def test_db_status_of_an_empty_file(tmp_path):
     duckdb.connect(str(path)).close()
     c = store.connect(path, read_only=True)
     try:
-        assert set(Q.db_status(c)["missing"]) == set(Q.REQUIRED_TABLES)
-        assert Q.rlhf_grid(c).empty and Q.saturation_grid(c).empty
+        assert set(base.db_status(c)["missing"]) == set(base.REQUIRED_TABLES)
+        assert saturation.rlhf_grid(c).empty and saturation.saturation_grid(c).empty
     finally:
         c.close()
 
@@ -109,52 +111,57 @@ def test_db_status_of_an_empty_file(tmp_path):
 # ------------------------------------------------------------------------------------------- SEAM paths
 
 @pytest.mark.parametrize("alpha,tau", [(1.0, 0.0), (0.5, 0.0), (0.0, 0.7), (1.0, 0.25)])
-def test_pushed_down_seam_equals_macro(con, alpha, tau):
-    """queries' filtered re-implementation agrees with seam_at() of metrics.sql."""
+def test_filtered_selection_equals_filtering_the_macro(con, alpha, tau):
+    """A Selection's filters, passed into seam_at() as arguments, keep exactly the rows an outer WHERE on
+    the unfiltered macro keeps, with the same values."""
+    sel = Selection(alpha, tau, variants=("adv", "rejected"), policies=("pm-sft-1k", "pm-hand"), rewards=("rm-10k",))
     params: dict = {}
-    mine = Q._df(con, f"SELECT * FROM {Q._seam_at_sql(params, alpha=alpha, tau=tau)}", params)
-    ref = raw(con, "SELECT * FROM seam_at(?, ?)", [alpha, tau])
+    mine = base._df(con, f"SELECT * FROM {sel.source(params)} WHERE {sel.where(params)}",
+                    params)
+    ref = raw(con, "SELECT * FROM seam_at(?, ?) WHERE variant IN ('adv', 'rejected') AND policy IN ('pm-sft-1k', "
+                   "'pm-hand') AND reward = 'rm-10k'", [alpha, tau])
     key = ["sample_id", "variant", "policy", "reward"]
     m = mine.merge(ref, on=key, suffixes=("", "_ref"))
-    assert len(m) == len(ref) == len(mine)
+    assert len(m) == len(ref) == len(mine) == 600, (len(m), len(ref), len(mine))  # 300 samples x adv, rejected
     for col in ("seam", "seam_rel", "hack_rate", "mean_tokens"):
-        assert np.allclose(m[col], m[col + "_ref"], equal_nan=True)
+        assert np.allclose(m[col], m[col + "_ref"], equal_nan=True), col
     assert (m["k"] == m["k_ref"]).all() and (m["rm_prefers_gold"] == m["rm_prefers_gold_ref"]).all()
 
 
 def test_default_definition_reads_seam_metrics(con):
-    a = Q.seam_summary(con, 1.0, 0.0)
-    params: dict = {}
-    b = Q._df(con, f"SELECT policy, reward, variant, avg(seam) AS mean, count(*) AS n FROM "
-                   f"{Q._seam_at_sql(params, alpha=1.0, tau=0.0)} GROUP BY ALL", params)
+    a = distributions.seam_summary(con, Selection(1.0, 0.0))
+    b = raw(con, "SELECT policy, reward, variant, avg(seam) AS mean, count(*) AS n FROM seam_at(1.0, 0.0) GROUP BY ALL")
     m = a.merge(b, on=["policy", "reward", "variant"])
     assert len(m) == len(a) and np.allclose(m["mean_x"], m["mean_y"]) and (m["n_x"] == m["n_y"]).all()
 
 
 def test_nondefault_definition_samples_large_dbs(con):
-    full = Q.seam_summary(con, 0.5, 0.3, policies=["pm-sft-1k"], max_samples=None)
-    samp = Q.seam_summary(con, 0.5, 0.3, policies=["pm-sft-1k"], max_samples=100)
+    sel = Selection(0.5, 0.3, policies=["pm-sft-1k"])
+    full = distributions.seam_summary(con, sel, max_samples=None)
+    samp = distributions.seam_summary(con, sel, max_samples=100)
     assert (full["n"] == 300).all()
     assert (samp["n"] < 200).all() and (samp["n"] > 40).all()
-    again = Q.seam_summary(con, 0.5, 0.3, policies=["pm-sft-1k"], max_samples=100)
+    again = distributions.seam_summary(con, sel, max_samples=100)
     pd.testing.assert_frame_equal(samp, again)  # the hash sample is deterministic
 
 
 # ------------------------------------------------------------------------------------------- distributions
 
 def test_histogram_bins_cover_all_values(con):
-    h = Q.seam_histogram(con, variants=["adv"], policies=["pm-sft-1k"], rewards=["rm-10k"], bins=12)
+    h = distributions.seam_histogram(con, Selection(variants=["adv"], policies=["pm-sft-1k"], rewards=["rm-10k"]), bins=12)
     assert h["count"].sum() == 300 == h["group_n"].iloc[0]
     vals = raw(con, "SELECT seam FROM seam_metrics WHERE variant='adv' AND policy='pm-sft-1k' AND reward='rm-10k'").seam
     assert h["bin_lo"].min() == pytest.approx(vals.min()) and h["bin_hi"].max() == pytest.approx(vals.max())
     counts, _ = np.histogram(vals, bins=12, range=(vals.min(), vals.max()))
     assert list(h.set_index("bin")["count"].reindex(range(12), fill_value=0)) == list(counts)
-    nz = Q.seam_histogram(con, variants=["adv"], policies=["pm-sft-1k"], rewards=["rm-10k"], nonzero_only=True)
+    nz = distributions.seam_histogram(con, Selection(variants=["adv"], policies=["pm-sft-1k"], rewards=["rm-10k"]),
+                                     nonzero_only=True)
     assert nz["count"].sum() == (vals != 0).sum() and nz["zeros"].iloc[0] == (vals == 0).sum()
 
 
 def test_quantiles_match_numpy(con):
-    q = Q.seam_quantiles(con, variants=["contrast"], policies=["pm-sft-10k"], rewards=["rm-100k"], n_q=11)
+    q = distributions.seam_quantiles(con, Selection(variants=["contrast"], policies=["pm-sft-10k"], rewards=["rm-100k"]),
+                                     n_q=11)
     vals = raw(con, "SELECT seam FROM seam_metrics WHERE variant='contrast' AND policy='pm-sft-10k' "
                     "AND reward='rm-100k'").seam
     assert np.allclose(q["value"], np.quantile(vals, np.linspace(0, 1, 11)))
@@ -162,81 +169,81 @@ def test_quantiles_match_numpy(con):
 
 
 def test_sample_and_correlation(con):
-    s = Q.seam_sample(con, max_rows=50, policies=["pm-sft-1k"])
+    s = distributions.seam_sample(con, Selection(policies=["pm-sft-1k"]), max_rows=50)
     assert len(s) == 50 and set(s.columns) == {"variant", "policy", "reward", "value"}
-    corr, n = Q.variant_correlation(con, policy="pm-sft-1k", reward="rm-10k", max_rows=10_000)
+    corr, n = distributions.variant_correlation(con, policy="pm-sft-1k", reward="rm-10k", max_rows=10_000)
     piv = raw(con, "SELECT sample_id, variant, seam FROM seam_metrics WHERE policy='pm-sft-1k' AND reward='rm-10k'") \
         .pivot(index="sample_id", columns="variant", values="seam")
     assert n == 300
     pd.testing.assert_frame_equal(corr, piv.corr(method="spearman")[corr.columns].loc[corr.index],
                                   check_names=False)
-    _, n_small = Q.variant_correlation(con, policy="pm-sft-1k", reward="rm-10k", max_rows=40)
+    _, n_small = distributions.variant_correlation(con, policy="pm-sft-1k", reward="rm-10k", max_rows=40)
     assert n_small == 40
 
 
 def test_seam_by_length(con):
-    bl = Q.seam_by_length(con, policy="pm-sft-1k", reward="rm-10k", variants=["adv"], bins=5)
+    bl = distributions.seam_by_length(con, Selection(variants=["adv"]), policy="pm-sft-1k", reward="rm-10k", bins=5)
     assert bl["n"].sum() == 300 and (bl["lo"] <= bl["mean"]).all()
 
 
 # ------------------------------------------------------------------------------------------- browser
 
 def test_browse_paging_sorting_and_count(con):
-    f = Q.BrowseFilter(variants=("adv",), policies=("pm-sft-1k",), rewards=("rm-10k",))
-    total = Q.browse_count(con, f)
+    f = browser.BrowseFilter(variants=("adv",), policies=("pm-sft-1k",), rewards=("rm-10k",))
+    total = browser.browse_count(con, f)
     expect = raw(con, "SELECT sample_id, seam FROM seam_metrics WHERE variant='adv' AND policy='pm-sft-1k' "
                       "AND reward='rm-10k' AND hack_rate > 0 ORDER BY seam DESC, sample_id")
     assert total == len(expect)
-    pages = pd.concat([Q.browse_page(con, f, page=p, page_size=7) for p in range(1, 4)])
+    pages = pd.concat([browser.browse_page(con, f, page=p, page_size=7) for p in range(1, 4)])
     assert list(pages["sample_id"]) == list(expect["sample_id"][:21])
-    asc = Q.browse_page(con, f, sort="seam", descending=False, page_size=5)
+    asc = browser.browse_page(con, f, sort="seam", descending=False, page_size=5)
     assert list(asc["seam"]) == sorted(expect["seam"])[:5]
-    assert Q.browse_count(con, Q.BrowseFilter(only_mismatch=False)) == raw(con, "SELECT count(*) n FROM seam_metrics").n[0]
+    assert browser.browse_count(con, browser.BrowseFilter(only_mismatch=False)) == raw(con, "SELECT count(*) n FROM seam_metrics").n[0]
 
 
 def test_browse_filters(con):
-    f = Q.BrowseFilter(datasets=("hand",), only_mismatch=False)
-    assert Q.browse_count(con, f) == 10
-    assert Q.browse_count(con, Q.BrowseFilter(datasets=("hand",), seam_min=0.2)) == 3  # 0.5, 0.25, 0.25
-    assert Q.browse_count(con, Q.BrowseFilter(datasets=("hand",), seam_min=0.3, seam_max=0.6)) == 1
-    assert Q.browse_count(con, Q.BrowseFilter(search="HAND PROMPT 7", only_mismatch=False)) == 1
-    assert Q.browse_count(con, Q.BrowseFilter(search=r"hand prompt [0-4]\?", regex=True, only_mismatch=False)) == 5
-    srcs = Q.BrowseFilter(sources=("coding",), only_mismatch=False, variants=("adv",), policies=("pm-sft-1k",),
+    f = browser.BrowseFilter(datasets=("hand",), only_mismatch=False)
+    assert browser.browse_count(con, f) == 10
+    assert browser.browse_count(con, browser.BrowseFilter(datasets=("hand",), seam_min=0.2)) == 3  # 0.5, 0.25, 0.25
+    assert browser.browse_count(con, browser.BrowseFilter(datasets=("hand",), seam_min=0.3, seam_max=0.6)) == 1
+    assert browser.browse_count(con, browser.BrowseFilter(search="HAND PROMPT 7", only_mismatch=False)) == 1
+    assert browser.browse_count(con, browser.BrowseFilter(search=r"hand prompt [0-4]\?", regex=True, only_mismatch=False)) == 5
+    srcs = browser.BrowseFilter(sources=("coding",), only_mismatch=False, variants=("adv",), policies=("pm-sft-1k",),
                           rewards=("rm-10k",))
-    assert Q.browse_count(con, srcs) == raw(con, "SELECT count(*) n FROM samples WHERE source='coding'").n[0]
+    assert browser.browse_count(con, srcs) == raw(con, "SELECT count(*) n FROM samples WHERE source='coding'").n[0]
     ids = tuple(raw(con, "SELECT sample_id FROM samples ORDER BY sample_id LIMIT 3").sample_id)
-    sel = Q.browse_page(con, Q.BrowseFilter(sample_ids=ids, only_mismatch=False, variants=("adv",),
+    sel = browser.browse_page(con, browser.BrowseFilter(sample_ids=ids, only_mismatch=False, variants=("adv",),
                                             policies=("pm-sft-1k",), rewards=("rm-10k",)))
     assert set(sel["sample_id"]) == set(ids)
 
 
 def test_browse_user_input_is_data_not_sql(con):
     for evil in ["'; DROP TABLE samples; --", "x' OR '1'='1", "%", "_", "\\"]:
-        assert Q.browse_count(con, Q.BrowseFilter(search=evil, only_mismatch=False)) == 0
+        assert browser.browse_count(con, browser.BrowseFilter(search=evil, only_mismatch=False)) == 0
     assert raw(con, "SELECT count(*) n FROM samples").n[0] == 310
     with pytest.raises(ValueError, match="invalid regular expression"):
-        Q.browse_count(con, Q.BrowseFilter(search="(unclosed", regex=True))
+        browser.browse_count(con, browser.BrowseFilter(search="(unclosed", regex=True))
     with pytest.raises(ValueError):
-        Q.browse_page(con, Q.BrowseFilter(), sort="seam; DROP TABLE samples")
+        browser.browse_page(con, browser.BrowseFilter(), sort="seam; DROP TABLE samples")
 
 
 def test_sample_detail(con):
-    info = Q.sample_info(con, "hand-07")
-    assert info["prompt"] == "Hand prompt 7?" and Q.sample_info(con, "nope") is None
-    r = Q.sample_responses(con, "hand-07", variant="rejected", policy="pm-hand", reward="rm-hand")
+    info = browser.sample_info(con, "hand-07")
+    assert info["prompt"] == "Hand prompt 7?" and browser.sample_info(con, "nope") is None
+    r = browser.sample_responses(con, "hand-07", variant="rejected", policy="pm-hand", reward="rm-hand")
     assert list(r["variant"]) == ["gold", "rejected"] and list(r["hack"]) == [False, True]
     assert r.set_index("variant").loc["rejected", "logprob_mean"] == pytest.approx(math.log(0.5))
-    sc = Q.response_scores(con, ["hand-07-gold", "hand-07-rejected"])
+    sc = browser.response_scores(con, ["hand-07-gold", "hand-07-rejected"])
     assert set(sc["role"]) == {"policy", "reward"} and len(sc) == 4
-    assert set(Q.responses_by_ids(con, ["hand-07-gold"])["text"]) == {"Hand gold answer 7."}
+    assert set(browser.responses_by_ids(con, ["hand-07-gold"])["text"]) == {"Hand gold answer 7."}
 
 
 # ------------------------------------------------------------------------------------------- spot-check
 
 def test_spotcheck_pairs_deterministic_and_well_formed(con):
-    a = Q.spotcheck_pairs(con, kind="policy", n=20, seed=5)
-    b = Q.spotcheck_pairs(con, kind="policy", n=20, seed=5)
-    c = Q.spotcheck_pairs(con, kind="policy", n=20, seed=6)
+    a = spotcheck.spotcheck_pairs(con, kind="policy", n=20, seed=5)
+    b = spotcheck.spotcheck_pairs(con, kind="policy", n=20, seed=5)
+    c = spotcheck.spotcheck_pairs(con, kind="policy", n=20, seed=6)
     pd.testing.assert_frame_equal(a, b)
     assert list(a["a_id"]) != list(c["a_id"])
     assert len(a) == 20 and (a["a_id"] < a["b_id"]).all() and a["sample_id"].is_unique
@@ -246,11 +253,11 @@ def test_spotcheck_pairs_deterministic_and_well_formed(con):
     assert (r.loc[a["a_id"], "variant"] == "policy").all() and (r.loc[a["b_id"], "variant"] == "policy").all()
     assert (r.loc[a["a_id"], "g"].values == r.loc[a["b_id"], "g"].values).all()  # same PM wrote both
     assert 0 < a["swap"].sum() < 20
-    d = Q.spotcheck_pairs(con, kind="dataset", variant="adv", n=16, seed=1, stratify="dataset")
+    d = spotcheck.spotcheck_pairs(con, kind="dataset", variant="adv", n=16, seed=1, stratify="dataset")
     kinds = {tuple(sorted((r.loc[x, "variant"], r.loc[y, "variant"]))) for x, y in zip(d.a_id, d.b_id)}
     assert kinds == {("adv", "gold")}
     assert d["dataset"].value_counts().to_dict() == {"synth-help": 8, "synth-qa": 8}
-    g = Q.spotcheck_pairs(con, kind="policy", n=10, seed=1, generator="pm-sft-10k")
+    g = spotcheck.spotcheck_pairs(con, kind="policy", n=10, seed=1, generator="pm-sft-10k")
     assert (r.loc[g["a_id"], "g"] == "pm-sft-10k").all()
 
 
@@ -259,18 +266,18 @@ def test_label_mismatch_on_hand_pairs(con):
     labels = pd.DataFrame({"a_id": [f"hand-{i:02d}-gold" for i in range(10)],
                            "b_id": [f"hand-{i:02d}-rejected" for i in range(10)], "label": "a", "kind": "dataset"})
     labels.loc[9, "label"] = "tie"
-    mm = Q.label_mismatch(con, labels).set_index("reward").loc["rm-hand"]
+    mm = spotcheck.label_mismatch(con, labels).set_index("reward").loc["rm-hand"]
     assert (mm.n, mm.wrong, mm.label_ties, mm.rm_ties) == (9, 2, 1, 0)  # hand-09 (an RM error) is now a tie
-    assert (mm.mismatch, mm.mismatch_lo) == pytest.approx(Q.wilson(2, 9)[:2])
-    dis = Q.label_disagreements(con, labels, reward="rm-hand")
+    assert (mm.mismatch, mm.mismatch_lo) == pytest.approx((wilson(2, 9).p, wilson(2, 9).lo))
+    dis = spotcheck.label_disagreements(con, labels, reward="rm-hand")
     assert set(dis["sample_id"]) == {"hand-07", "hand-08"}
-    assert Q.label_mismatch(con, labels.iloc[0:0]).empty
+    assert spotcheck.label_mismatch(con, labels.iloc[0:0]).empty
 
 
 # ------------------------------------------------------------------------------------------- saturation
 
 def test_proxy_grid_matches_python_on_hand_rows(con):
-    g = Q.proxy_grid(con, variant="rejected", beta=0.5, max_samples=None)
+    g = saturation.proxy_grid(con, variant="rejected", beta=0.5, max_samples=None)
     row = g[(g.policy == "pm-hand") & (g.reward == "rm-hand")].iloc[0]
     pg = [1 / (1 + math.exp((lp + r / 0.5) - (-0.5 + gs / 0.5))) for gs, r, lp in synthetic.HAND_ROWS]
     assert row.n == 10 and row.quality == pytest.approx(np.mean(pg))
@@ -278,9 +285,9 @@ def test_proxy_grid_matches_python_on_hand_rows(con):
 
 
 def test_axis_quality_from_base_tables(con):
-    ax = Q.axis_quality(con, variant="adv", max_samples=None)
+    ax = saturation.axis_quality(con, variant="adv", max_samples=None)
     rm = ax[ax.role == "reward"].set_index("model")
-    acc = Q.rm_accuracy(con).query("variant == 'rejected'").set_index("reward")
+    acc = overview.rm_accuracy(con).query("variant == 'rejected'").set_index("reward")
     assert rm.loc["rm-10k", "quality"] == pytest.approx(acc.loc["rm-10k", "accuracy"])
     assert set(ax[ax.role == "policy"]["model"]) == {"pm-sft-1k", "pm-sft-10k"}
 
@@ -299,14 +306,14 @@ def test_experiment_relations_when_present(tmp_path):
                   " ('r', 'pm-sft-1k', 'policy', 'small', 'judge_mean', 0.3, 0.2, 0.4, 40)")
     c = store.connect(path, read_only=True)
     try:
-        sg = Q.saturation_grid(c)
+        sg = saturation.saturation_grid(c)
         assert sg.loc[0, "gain"] == 0.1 and sg.loc[0, "policy_label"] == "small"
-        ax = Q.axis_quality(c, variant="adv").set_index("model")
+        ax = saturation.axis_quality(c, variant="adv").set_index("model")
         assert ax.loc["rm-10k", "metric"] == "acc:128" and ax.loc["pm-sft-1k", "quality"] == 0.3
-        assert Q.experiment_table(c, "model_quality").shape[0] == 2
-        assert Q.experiment_table(c, "selection_results").empty
+        assert base.experiment_table(c, "model_quality").shape[0] == 2
+        assert base.experiment_table(c, "selection_results").empty
         with pytest.raises(ValueError):
-            Q.experiment_table(c, "samples; DROP TABLE samples")
+            base.experiment_table(c, "samples; DROP TABLE samples")
     finally:
         c.close()
 
@@ -315,32 +322,32 @@ def test_experiment_relations_when_present(tmp_path):
 
 @pytest.mark.parametrize("mode", ["top", "bottom", "random"])
 def test_filter_split(con, mode):
-    spec = Q.FilterSpec(variant="adv", policy="pm-sft-1k", reward="rm-10k", mode=mode, q=0.2, seed=3)
-    rep = Q.filter_report(con, spec, bins=10)
+    spec = filtering.FilterSpec(variant="adv", policy="pm-sft-1k", reward="rm-10k", mode=mode, q=0.2, seed=3)
+    rep = filtering.filter_report(con, spec, bins=10)
     summ = rep["summary"].set_index("group")
     assert summ.loc["all", "n"] == 300 and summ.loc["dropped", "n"] == 60 and summ.loc["kept", "n"] == 240
     if mode == "top":
         assert summ.loc["dropped", "min"] >= summ.loc["kept", "max"]
     if mode == "bottom":
         assert summ.loc["dropped", "max"] <= summ.loc["kept", "min"]
-    pd.testing.assert_frame_equal(rep["summary"], Q.filter_summary(con, spec))
-    pd.testing.assert_frame_equal(rep["hist_gold_reward"], Q.filter_histogram(con, spec, "gold_reward", bins=10))
+    pd.testing.assert_frame_equal(rep["summary"], filtering.filter_summary(con, spec))
+    pd.testing.assert_frame_equal(rep["hist_gold_reward"], filtering.filter_histogram(con, spec, "gold_reward", bins=10))
     comp = rep["composition"]
     assert comp.groupby("group")["share"].sum().round(9).eq(1).all()
     assert comp[comp.group == "dropped"]["n"].sum() == 60
 
 
 def test_filter_random_is_seeded(con):
-    a = Q.filter_summary(con, Q.FilterSpec(variant="adv", policy="pm-sft-1k", reward="rm-10k", mode="random", q=0.3,
+    a = filtering.filter_summary(con, filtering.FilterSpec(variant="adv", policy="pm-sft-1k", reward="rm-10k", mode="random", q=0.3,
                                            seed=1))
-    b = Q.filter_summary(con, Q.FilterSpec(variant="adv", policy="pm-sft-1k", reward="rm-10k", mode="random", q=0.3,
+    b = filtering.filter_summary(con, filtering.FilterSpec(variant="adv", policy="pm-sft-1k", reward="rm-10k", mode="random", q=0.3,
                                            seed=2))
     assert a.loc[2, "n"] == b.loc[2, "n"] == 90 and a.loc[2, "mean"] != b.loc[2, "mean"]
 
 
 def test_prompt_map_downsamples_in_sql(con):
-    pts, n = Q.prompt_map_points(con, variant="adv", policy="pm-sft-1k", reward="rm-10k", max_points=50)
+    pts, n = prompt_map.prompt_map_points(con, variant="adv", policy="pm-sft-1k", reward="rm-10k", max_points=50)
     assert n == 300 and len(pts) == 50 and pts["seam"].notna().all()
-    allp, _ = Q.prompt_map_points(con, variant="adv", policy="pm-sft-1k", reward="rm-10k", max_points=1000)
+    allp, _ = prompt_map.prompt_map_points(con, variant="adv", policy="pm-sft-1k", reward="rm-10k", max_points=1000)
     assert len(allp) == 300
-    assert len(Q.samples_by_ids(con, list(pts["sample_id"][:5]))) == 5
+    assert len(prompt_map.samples_by_ids(con, list(pts["sample_id"][:5]))) == 5

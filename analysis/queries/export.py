@@ -35,7 +35,8 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.storage import store
-from analysis.queries.core import FilterSpec, _df, _exec, filter_cte
+from analysis.queries.base import _df, _exec
+from analysis.queries.filtering import FilterSpec, filter_cte
 
 FORMATS = ("jsonl", "parquet", "hf")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")

@@ -14,7 +14,6 @@ Conventions
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Sequence
@@ -22,7 +21,7 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
-from analysis.stats.metrics import PairOutcomes, bootstrap_mean, pair_outcomes, wilson
+from analysis.stats.metrics import PairOutcomes, bootstrap_mean, pair_outcomes, t_interval, wilson
 
 __all__ = [
     "BoNOutcome", "bon_pick_weights", "best_of_n", "bon_curve", "paired_diff", "mean_ci", "seed_mean_ci",
@@ -142,8 +141,8 @@ def seed_mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[flo
     m = float(v.mean())
     if len(v) < 2 or np.all(v == v[0]):
         return m, m, m
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-    return m, m - half, m + half
+    lo, hi = t_interval(m, float(v.std(ddof=1)), len(v), confidence)
+    return m, lo, hi
 
 
 def _percentile(samples: list[float], confidence: float) -> tuple[float, float]:

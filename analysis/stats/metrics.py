@@ -1,8 +1,10 @@
-"""Pure metric functions (SPEC §3): SEAM, hacking, rank agreement, mismatch and intervals.
+"""Pure metric functions: SEAM, hacking, rank agreement, mismatch and intervals.
 
-These are the reference definitions. The store computes the same quantities in SQL
-(analysis/sql/metrics.sql) so the dashboard can aggregate millions of rows inside DuckDB; tests check
-that the two agree. Nothing here does I/O.
+SEAM itself is defined once, in SQL (analysis/storage/sql/metrics.sql: the stored table, the `seam_at`
+macro and every dashboard query select from it), so the dashboard can aggregate millions of rows inside
+DuckDB. `seam_sample` here is the independent Python oracle the parity tests compare that SQL against;
+it follows the SQL semantics (non-finite log-probs dropped, k = finite worse responses). The interval
+helpers (Wilson, Student t) are the ones every page and report uses. Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -42,14 +44,26 @@ class SeamResult:
 def seam_sample(lp_gold: float, n_gold: int, r_gold: float,
                 lp_worse: Sequence[float], n_worse: Sequence[int], r_worse: Sequence[float],
                 alpha: float = 1.0, tau: float = 0.0) -> SeamResult:
-    """SEAM and friends for one sample from summed log-probs, token counts and rewards."""
+    """SEAM and friends for one sample from summed log-probs, token counts and rewards.
+
+    A non-finite log-prob means the response was longer than the PM's max length (it was not scored):
+    such worse responses are dropped and k counts the rest, as the SQL definition does. Raises
+    ValueError when nothing is left to compare (non-finite gold, or no finite worse response); the SQL
+    then has no row for the sample.
+    """
+    if not math.isfinite(float(lp_gold)):
+        raise ValueError("SEAM needs a finite gold log-prob")
+    keep = np.isfinite(np.asarray(lp_worse, dtype=float))
+    lp_worse = np.asarray(lp_worse, dtype=float)[keep]
+    n_worse = np.asarray(n_worse, dtype=float)[keep]
+    r_worse = np.asarray(r_worse, dtype=float)[keep]
     lw = length_penalized(lp_worse, n_worse, alpha)
     lg = float(length_penalized(lp_gold, n_gold, alpha))
     w = np.exp(lw)
-    h = hacking(np.asarray(r_worse, dtype=float), r_gold, tau)
+    h = hacking(r_worse, r_gold, tau)
     k = len(lw)
     if k == 0:
-        raise ValueError("SEAM needs at least one worse response")
+        raise ValueError("SEAM needs at least one worse response with a finite log-prob")
     wsum = float(w.sum())
     return SeamResult(
         seam=float((w * h).mean()),
@@ -90,7 +104,10 @@ class Proportion:
         return f"{self.p:.1%} [{self.lo:.1%}, {self.hi:.1%}] (n = {self.n})"
 
 
-def wilson_bounds(k: float, n: float, z: float = 1.959963984540054) -> tuple[float, float]:
+Z95 = 1.959963984540054  # two-sided 95% normal quantile (= scipy.stats.norm.ppf(0.975))
+
+
+def wilson_bounds(k: float, n: float, z: float = Z95) -> tuple[float, float]:
     """Wilson score interval bounds of k/n (k may be fractional); (nan, nan) when n <= 0."""
     if n <= 0:
         return float("nan"), float("nan")
@@ -102,11 +119,23 @@ def wilson_bounds(k: float, n: float, z: float = 1.959963984540054) -> tuple[flo
 
 
 def wilson(k: int, n: int, confidence: float = 0.95) -> Proportion:
-    """Wilson score interval for k successes out of n (robust near 0 and 1, unlike the normal one)."""
+    """Wilson score interval for k successes out of n (robust near 0 and 1, unlike the normal one).
+
+    The one Wilson API: reports and dashboard tables alike (counts are small and rates can sit near 0
+    or 1, where the Wald interval collapses or leaves [0, 1])."""
     if n <= 0:
         return Proportion(0, 0, float("nan"), float("nan"))
-    lo, hi = wilson_bounds(k, n, float(stats.norm.ppf(0.5 + confidence / 2)))
+    z = Z95 if confidence == 0.95 else float(stats.norm.ppf(0.5 + confidence / 2))
+    lo, hi = wilson_bounds(k, n, z)
     return Proportion(k, n, lo, hi)
+
+
+def t_interval(mean: float, sd: float, n: float, level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of a mean from (mean, sample sd, n); NaNs when n < 2."""
+    if n is None or n < 2 or sd is None or math.isnan(sd):
+        return (math.nan, math.nan)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return (mean - half, mean + half)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.stats.metrics import cohen_kappa  # noqa: F401  (re-exported: the app imports it from here)
-from analysis.queries.core import Z95, wilson
+from analysis.stats.metrics import Z95, wilson_bounds
 
 VALID = ("a", "b", "tie", "skip")
 
@@ -196,7 +196,7 @@ def wilson_half_width(p: float, n: int, z: float = Z95) -> float:
     if n <= 0:
         return math.inf
     k = p * n
-    _, lo, hi = wilson(k, n, z)
+    lo, hi = wilson_bounds(k, n, z)
     return (hi - lo) / 2
 
 

@@ -6,8 +6,8 @@ unit of work and close it again (`writer()`); readers retry briefly when they hi
 (`connect()`). Every insert is `INSERT OR IGNORE` on content-hash keys, which is what makes a killed
 run safe to rerun: finished units are skipped, half-finished ones were never committed.
 
-All SQL that writes lives here or in analysis/sql/*.sql; read queries for the app live in
-analysis/queries.py.
+All SQL that writes lives here or in analysis/storage/sql/*.sql; read queries for the app live in
+analysis/queries/ (one module per dashboard page).
 """
 
 from __future__ import annotations
@@ -57,6 +57,20 @@ def init_schema(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(_sql(name))
 
 
+def read_macros(con: duckdb.DuckDBPyConnection) -> None:
+    """Define the metric macros of metrics.sql as TEMP macros on a read-only connection.
+
+    They shadow the copies stored in the file, so a reader always evaluates the current SEAM definition,
+    also on a DB written by an older version that no writer has opened since. DuckDB binds table
+    macros when they are created, so a file without the score tables (empty, not ours) gets none."""
+    have = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE NOT temporary").fetchall()}
+    if not {"responses", "pm_scores", "rm_scores"} <= have:
+        return
+    for stmt in _sql("metrics.sql").split(";\n"):
+        if "CREATE OR REPLACE MACRO" in stmt:
+            con.execute(stmt.replace("CREATE OR REPLACE MACRO", "CREATE OR REPLACE TEMP MACRO"))
+
+
 def _is_lock_error(exc: Exception) -> bool:
     msg = str(exc).lower()
     return "lock" in msg or "conflicting" in msg or "being used by another" in msg
@@ -74,7 +88,7 @@ def connect(db: str | Path, *, read_only: bool = True, timeout_s: float = 30.0) 
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(str(db), read_only=read_only)
+            con = duckdb.connect(str(db), read_only=read_only)
         except (duckdb.IOException, duckdb.ConnectionException) as exc:
             if not _is_lock_error(exc) or time.monotonic() > deadline:
                 if _is_lock_error(exc):
@@ -82,6 +96,10 @@ def connect(db: str | Path, *, read_only: bool = True, timeout_s: float = 30.0) 
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
+            continue
+        if read_only:
+            read_macros(con)
+        return con
 
 
 @contextmanager

@@ -15,13 +15,16 @@ import pandas as pd
 import streamlit as st
 
 from analysis.storage import labels as labels_mod
-from analysis.queries.core import BrowseFilter
+from analysis.queries.base import filter_options
+from analysis.queries.browser import (BrowseFilter, browse_count, browse_page, response_scores, responses_by_ids,
+                                      sample_info, sample_responses)
+from analysis.queries.spotcheck import label_disagreements
 from app import common
 from app.textdiff import word_diff
 
 st.title("Mismatch browser")
 common.require_db()
-opts = common.query("filter_options")
+opts = common.run(filter_options)
 
 mode = st.segmented_control("show", ["RM vs gold", "RM vs hand labels"], default="RM vs gold", key="b_mode",
                             bind="query-params", required=True)
@@ -62,7 +65,7 @@ def provenance(col, raw: str | None) -> None:
         col.text("; ".join(summary))
     col.json(prov, expanded=len(prov) <= 4)
     if nb:
-        info = common.query("sample_info", str(nb))
+        info = common.run(sample_info, str(nb))
         if info:
             col.caption("neighbour sample's prompt")
             col.text(info["prompt"])
@@ -75,7 +78,7 @@ if mode == "RM vs hand labels":
     if cons.empty:
         st.info("No hand labels yet: label pairs on the Spot-check page.")
         st.stop()
-    dis = common.query("label_disagreements", cons, reward=rm)
+    dis = common.run(label_disagreements, cons, reward=rm)
     st.caption(f"{len(dis)} of {len(cons)} consensus-labeled pairs where {common.md(rm)} ranks the pair against the label"
                " (largest score gaps first).")
     if dis.empty:
@@ -83,11 +86,11 @@ if mode == "RM vs hand labels":
     ev = st.dataframe(dis, hide_index=True, on_select="rerun", selection_mode="single-row", key="dis_rows")
     sel = ev.selection.rows if ev and ev.selection else []
     r = dis.iloc[sel[0] if sel else 0]
-    info = common.query("sample_info", r["sample_id"])
+    info = common.run(sample_info, r["sample_id"])
     st.subheader("Pair")
     st.text(info["prompt"] if info else "")
-    sc = common.query("response_scores", [r["a_id"], r["b_id"]])
-    texts = common.query("responses_by_ids", [r["a_id"], r["b_id"]]).set_index("response_id")
+    sc = common.run(response_scores, [r["a_id"], r["b_id"]])
+    texts = common.run(responses_by_ids, [r["a_id"], r["b_id"]]).set_index("response_id")
     a, b = st.columns(2)
     for col, rid, side in ((a, r["a_id"], "a"), (b, r["b_id"], "b")):
         resp = sc[(sc["response_id"] == rid)]
@@ -140,7 +143,7 @@ f = BrowseFilter(variants=tuple(variants), policies=tuple(pms), rewards=tuple(rm
                  search=search, regex=regex, only_mismatch=only,
                  sample_ids=tuple(sel_state["ids"]) if use_sel else ())
 try:
-    total = common.query("browse_count", f)
+    total = common.run(browse_count, f)
 except ValueError as exc:  # invalid regex
     st.error(str(exc))
     st.stop()
@@ -149,7 +152,7 @@ size = 25
 n_pages = max(1, math.ceil(total / size))
 st.caption(f"{total:,} matching rows (sample × variant × PM × RM).")
 page = st.pagination(n_pages, key="b_page", bind="query-params")
-rows = common.query("browse_page", f, sort=sort, descending=desc, page=min(page, n_pages), page_size=size)
+rows = common.run(browse_page, f, sort=sort, descending=desc, page=min(page, n_pages), page_size=size)
 if rows.empty:
     st.info("Nothing matches these filters.")
     st.stop()
@@ -168,8 +171,8 @@ if not sel:
 
 # ------------------------------------------------------------------ detail
 st.subheader("Detail")
-info = common.query("sample_info", row["sample_id"])
-resp = common.query("sample_responses", row["sample_id"], variant=row["variant"], policy=row["policy"],
+info = common.run(sample_info, row["sample_id"])
+resp = common.run(sample_responses, row["sample_id"], variant=row["variant"], policy=row["policy"],
                     reward=row["reward"])
 st.text(f"sample {row['sample_id']}   dataset {info['dataset']}   source {info['source']}   "
         f"variant {row['variant']}   PM {row['policy']}   RM {row['reward']}")

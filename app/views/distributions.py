@@ -3,7 +3,7 @@
 Why everything is aggregated in DuckDB: at 1M samples x variants x model pairs there are tens of
 millions of per-sample values; the page asks for histogram bins, quantiles (ECDF / box), a ≤ 20k
 reservoir sample for violins and a ≤ 50k sample for correlations — each with its n on screen — in one
-call (`analysis.queries.core.seam_report`), so a non-default definition is evaluated once per change, not
+call (`analysis.queries.distributions.seam_report`), so a non-default definition is evaluated once per change, not
 once per chart.
 """
 
@@ -14,12 +14,14 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from analysis.queries import core as queries
+from analysis.queries.base import filter_options
+from analysis.queries.distributions import seam_report
+from analysis.queries.selection import NONDEFAULT_MAX_SAMPLES, Selection
 from app import common
 
 st.title("SEAM distributions")
 stat = common.require_db()
-opts = common.query("filter_options")
+opts = common.run(filter_options)
 
 with st.sidebar:
     st.subheader("Definition")
@@ -47,16 +49,16 @@ length = t5.radio("length of", ["mean_tokens", "gold_tokens"], horizontal=True, 
                   format_func=lambda s: {"mean_tokens": "worse responses", "gold_tokens": "gold response"}[s])
 
 with st.spinner("Aggregating in DuckDB…"):
-    rep = common.query("seam_report", metric=metric, alpha=alpha, tau=tau, variants=variants, policies=pms,
-                       rewards=rms, plot=kind, bins=40, nonzero_only=nonzero, n_q=101, sample_rows=20_000,
-                       corr_policy=pm1, corr_reward=rm1, length=length, length_bins=15)
+    sel = Selection(alpha=alpha, tau=tau, metric=metric, variants=variants, policies=pms, rewards=rms)
+    rep = common.run(seam_report, sel, plot=kind, bins=40, nonzero_only=nonzero, n_q=101, sample_rows=20_000,
+                     corr_policy=pm1, corr_reward=rm1, length=length, length_bins=15)
 summ = rep["summary"]
 default_def = alpha == 1.0 and tau == 0.0
-sampled = not default_def and stat["samples"] > queries.NONDEFAULT_MAX_SAMPLES
+sampled = not default_def and stat["samples"] > NONDEFAULT_MAX_SAMPLES
 st.caption(f"{common.md(metric)} at alpha = {alpha:g}, "
            + (f"soft hacking, tau = {tau:g}" if tau > 0 else "hard hacking") + ". Mean with Student-t 95% interval."
            + (f" A non-default definition is recomputed from the per-response scores on a fixed hash sample of "
-              f"~{queries.NONDEFAULT_MAX_SAMPLES:,} of the {stat['samples']:,} samples (n below)." if sampled else ""))
+              f"~{NONDEFAULT_MAX_SAMPLES:,} of the {stat['samples']:,} samples (n below)." if sampled else ""))
 common.table(pd.DataFrame({
     "variant": summ["variant"], "PM": summ["policy"], "RM": summ["reward"], "n": summ["n"],
     "mean [95% CI]": [common.ci_num(m, lo, hi) for m, lo, hi in zip(summ["mean"], summ["lo"], summ["hi"])],

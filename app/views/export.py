@@ -3,7 +3,7 @@
 Why the side-by-side view: the paper's +4.5% comes from dropping high-SEAM samples; before trusting that
 on your data you want to see what the filter removes — which sources, how long, how rewarded — against
 a random drop of the same size (the control). The export writes exactly the split shown (same SQL,
-`analysis.queries.core.filter_cte`), as TRL prompt/chosen/rejected with a dataset card, inside the export
+`analysis.queries.filtering.filter_cte`), as TRL prompt/chosen/rejected with a dataset card, inside the export
 folder only.
 """
 
@@ -14,12 +14,13 @@ import streamlit as st
 
 from analysis.queries import export as export_mod
 from analysis.storage import labels as labels_mod
-from analysis.queries.core import FilterSpec
+from analysis.queries.base import experiment_table, filter_options
+from analysis.queries.filtering import FilterSpec, filter_report
 from app import common
 
 st.title("Filtering & export")
 common.require_db()
-opts = common.query("filter_options")
+opts = common.run(filter_options)
 s = common.settings()
 
 with st.container(border=True):
@@ -43,7 +44,7 @@ with st.container(border=True):
 spec = FilterSpec(variant=variant, policy=policy, reward=reward, mode=mode, q=q / 100, metric=metric, seed=seed,
                   sample_ids=tuple(sel_state["ids"]) if use_sel else ())
 with st.spinner("Splitting and comparing in DuckDB…"):
-    report = common.query("filter_report", spec, bins=30, by=by)
+    report = common.run(filter_report, spec, bins=30, by=by)
 summ = report["summary"]
 if summ.empty or int(summ[summ["group"] == "all"]["n"].iloc[0]) == 0:
     st.warning("No samples for this variant and model pair.")
@@ -86,12 +87,12 @@ fig.update_layout(barmode="group", yaxis_tickformat=".0%", height=320, margin=di
                   title=f"composition by {by} (share of each group)")
 st.plotly_chart(fig, key="composition")
 
-sel_res = common.query("experiment_table", "selection_results")
+sel_res = common.run(experiment_table, "selection_results")
 if not sel_res.empty:
     with st.expander("Downstream effect of SEAM filtering, measured by `seam experiment` (RM retrained on kept data)"):
         st.caption("delta = condition minus no filtering, paired over evaluation items, with its 95% interval.")
         common.table(sel_res, "selection_results")
-aug = common.query("experiment_table", "augmentation_results")
+aug = common.run(experiment_table, "augmentation_results")
 if not aug.empty:
     with st.expander("SEAM-selected augmentation vs random augmentation (`seam experiment`)"):
         common.table(aug, "augmentation_results")

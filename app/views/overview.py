@@ -15,13 +15,19 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from analysis.storage import labels as labels_mod
+from analysis.queries.base import experiment_table, filter_options, table_counts
+from analysis.queries.distributions import seam_summary
+from analysis.queries.selection import Selection
+from analysis.queries.overview import (datasets_summary, models_summary, recent_runs, reject_reasons, rm_accuracy,
+                                       variant_summary)
+from analysis.queries.spotcheck import label_mismatch
 from app import common
 
 st.title("SEAM Lens — overview")
 stat = common.require_db()
 
-counts = common.query("table_counts")
-opts = common.query("filter_options")
+counts = common.run(table_counts)
+opts = common.run(filter_options)
 c = dict(zip(counts["table"], counts["rows"]))
 cols = st.columns(6)
 cols[0].metric("samples", f"{c.get('samples', 0):,}")
@@ -32,7 +38,7 @@ cols[4].metric("worse variants", len(opts["variants"]))
 cols[5].metric("rejected input rows", f"{c.get('rejects', 0):,}")
 
 # ------------------------------------------------------------------ last run
-runs = common.query("recent_runs", 5)
+runs = common.run(recent_runs, 5)
 if not runs.empty:
     last = runs.iloc[0]
     box = {"done": st.success, "running": st.info, "failed": st.error}.get(str(last["status"]), st.info)
@@ -45,7 +51,7 @@ st.caption("Gold (reference) response vs each worse response of a variant; `reje
            "human pairs, i.e. classic RM accuracy. Ties count in n but neither right nor wrong. "
            "95% Wilson intervals.")
 with st.spinner("Counting RM accuracy over every dataset pair (once per DB version)…"):
-    acc = common.query("rm_accuracy")
+    acc = common.run(rm_accuracy)
 if acc.empty:
     st.info("No RM scores yet.")
 else:
@@ -74,7 +80,7 @@ st.caption("Share of hand-labeled pairs where the RM scores the response people 
            "gold vs a worse response. One consensus label per pair; label ties are excluded from n.")
 lab = common.labels_df()
 cons = labels_mod.consensus(lab)
-mm = common.query("label_mismatch", cons) if not cons.empty else pd.DataFrame()
+mm = common.run(label_mismatch, cons) if not cons.empty else pd.DataFrame()
 if mm.empty:
     st.info("No hand labels yet. Label pairs blind on the **Spot-check** page; the rate and its interval appear here.")
 else:
@@ -86,7 +92,7 @@ else:
     }), hide_index=True, key="mm_table")
     st.caption(f"{len(lab)} labels from {lab['annotator'].nunique()} annotator(s); "
                f"{cons.attrs.get('n_split', 0)} pair(s) without consensus.")
-exp_mm = common.query("experiment_table", "mismatch_rates")
+exp_mm = common.run(experiment_table, "mismatch_rates")
 if not exp_mm.empty:
     st.markdown("**Against an automatic reference** (`seam experiment`: a gold judge or the dataset's labels)")
     st.caption("pm_samples = two PM samples of one prompt; rate = RM disagrees with the reference, over pairs "
@@ -103,7 +109,7 @@ if not exp_mm.empty:
 st.header("Mean SEAM per PM × RM × variant")
 st.caption("SEAM(x) = (1/k) Σ_j exp(l_α(y_j)) · 1[r(y_j) > r(y*)] at α = 1 (mean token log-prob), hard "
            "hacking; higher = less seamless. Mean over samples with a Student-t 95% interval.")
-summ = common.query("seam_summary", 1.0, 0.0)
+summ = common.run(seam_summary, Selection())
 common.table(pd.DataFrame({
     "PM": summ["policy"], "RM": summ["reward"], "variant": summ["variant"], "n": summ["n"],
     "mean SEAM [95% CI]": [common.ci_num(m, lo, hi) for m, lo, hi in zip(summ["mean"], summ["lo"], summ["hi"])],
@@ -116,15 +122,15 @@ common.table(pd.DataFrame({
 st.header("What the DB holds")
 a, b = st.columns(2)
 a.subheader("Datasets")
-a.dataframe(common.query("datasets_summary"), hide_index=True, key="ds_table")
+a.dataframe(common.run(datasets_summary), hide_index=True, key="ds_table")
 b.subheader("Models")
-models = common.query("models_summary")
+models = common.run(models_summary)
 models["sha256"] = models["sha256"].str.slice(0, 12)
 b.dataframe(models, hide_index=True, key="models_table")
 a.subheader("Response variants")
-a.dataframe(common.query("variant_summary"), hide_index=True, key="variants_table")
+a.dataframe(common.run(variant_summary), hide_index=True, key="variants_table")
 b.subheader("Rejected input rows by reason")
-rej = common.query("reject_reasons")
+rej = common.run(reject_reasons)
 if rej.empty:
     b.caption("None.")
 else:

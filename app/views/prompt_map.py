@@ -11,12 +11,14 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
+from analysis.queries.base import filter_options, table_counts
+from analysis.queries.prompt_map import prompt_map_points
 from app import common
 
 st.title("Prompt map")
 common.require_db()
-opts = common.query("filter_options")
-counts = common.query("table_counts")
+opts = common.run(filter_options)
+counts = common.run(table_counts)
 n_map = int(dict(zip(counts["table"], counts["rows"])).get("prompt_map", 0))
 if n_map == 0:
     st.info("No prompt map in this DB yet. The precompute's embedding step writes prompt_embeddings and the 2-D UMAP "
@@ -31,7 +33,7 @@ color = c4.selectbox("colour by", ["seam", "hack_rate", "mismatch", "source", "d
                      bind="query-params")
 max_pts = c5.select_slider("max points", [2000, 5000, 10000, 20000, 50000], value=20000, key="m_max",
                            bind="query-params")
-pts, n_total = common.query("prompt_map_points", variant=variant, policy=policy, reward=reward, max_points=max_pts,
+pts, n_total = common.run(prompt_map_points, variant=variant, policy=policy, reward=reward, max_points=max_pts,
                             seed=0)
 shown = len(pts)
 st.caption(f"{shown:,} of {n_total:,} prompts shown" + (" (reservoir sample in SQL)" if shown < n_total else "")

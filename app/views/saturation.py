@@ -12,14 +12,17 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from analysis.queries.base import experiment_table, filter_options
+from analysis.queries.browser import BrowseFilter, browse_count, browse_page
+from analysis.queries.saturation import axis_quality, proxy_grid, rlhf_grid, saturation_grid
 from app import common
 
 st.title("Saturation: PM × RM")
 common.require_db()
-opts = common.query("filter_options")
+opts = common.run(filter_options)
 
-rlhf = common.query("rlhf_grid")
-satg = common.query("saturation_grid")
+rlhf = common.run(rlhf_grid)
+satg = common.run(saturation_grid)
 sources = []
 if not rlhf.empty:
     sources.append("imported RLHF results")
@@ -72,7 +75,7 @@ elif source.startswith("saturation_grid"):
     metric_name = f"{m} ({val}{bon}; seam experiment)"
 else:
     with st.spinner("Computing the proxy from the scores…"):
-        grid = common.query("proxy_grid", variant=variant, alpha=1.0, beta=float(beta))
+        grid = common.run(proxy_grid, variant=variant, alpha=1.0, beta=float(beta))
     grid = grid.rename(columns={"quality": "quality"})[["policy", "reward", "quality", "lo", "hi", "n"]]
     metric_name = f"proxy: P(gold) under π·exp(r/β), gold + {variant}"
     st.info("Showing the **built-in proxy**: for each sample, the KL-regularised RLHF optimum restricted to the "
@@ -138,10 +141,9 @@ if not row.empty:
     r0 = row.iloc[0]
     st.text(f"cell value {common.ci_num(r0['quality'], r0['lo'], r0['hi'])}   n = {int(r0['n'])}")
 if pm in opts["policies"] and rm in opts["rewards"]:
-    from analysis.queries.core import BrowseFilter
     f = BrowseFilter(variants=(variant,), policies=(pm,), rewards=(rm,), only_mismatch=True)
-    n_bad = common.query("browse_count", f)
-    top = common.query("browse_page", f, sort="seam", descending=True, page=1, page_size=10)
+    n_bad = common.run(browse_count, f)
+    top = common.run(browse_page, f, sort="seam", descending=True, page=1, page_size=10)
     st.caption(f"{n_bad:,} samples where this RM scores a {common.md(variant)} response above gold; the 10 with the "
                "highest SEAM:")
     st.dataframe(top[["sample_id", "seam", "hack_rate", "dataset", "source", "prompt"]], hide_index=True,
@@ -154,7 +156,7 @@ else:
 # ------------------------------------------------------------------ curves vs axis quality
 st.subheader("Quality vs each model's own quality")
 with st.spinner("Measuring each model alone…"):
-    axis = common.query("axis_quality", variant=variant)
+    axis = common.run(axis_quality, variant=variant)
 pmq = axis[axis["role"] == "policy"].set_index("model")
 rmq = axis[axis["role"] == "reward"].set_index("model")
 a, b = st.columns(2)
@@ -197,13 +199,13 @@ st.dataframe(pd.DataFrame({
     "quality [95% CI]": [common.ci_num(q, lo, hi) for q, lo, hi in zip(axis["quality"], axis["lo"], axis["hi"])],
     "measure": axis["metric"],
 }), hide_index=True, key="axis_table")
-summary = common.query("experiment_table", "saturation_summary")
+summary = common.run(experiment_table, "saturation_summary")
 if not summary.empty:
     st.subheader("Does it saturate? (`seam experiment`, paired bootstrap over prompts)")
     cols = [c for c in ("axis", "fixed_label", "levels", "saturates_at", "saturated", "last_step", "last_step_lo",
                         "last_step_hi", "description") if c in summary.columns]
     common.table(summary[cols], "sat_summary")
-curve = common.query("experiment_table", "saturation_curve")
+curve = common.run(experiment_table, "saturation_curve")
 if not curve.empty and {"policy", "reward", "bon_n", "quality"} <= set(curve.columns):
     with st.expander("Best-of-n curves of the picked cell (`seam experiment`)"):
         cc = curve[(curve["policy"] == pm) & (curve["reward"] == rm)].sort_values("bon_n")

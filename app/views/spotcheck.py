@@ -16,11 +16,14 @@ import pandas as pd
 import streamlit as st
 
 from analysis.storage import labels as labels_mod
+from analysis.queries.base import filter_options
+from analysis.queries.browser import response_scores
+from analysis.queries.spotcheck import label_mismatch, spotcheck_pairs
 from app import common
 
 st.title("Spot-check")
 common.require_db()
-opts = common.query("filter_options")
+opts = common.run(filter_options)
 store = common.label_store()
 
 with st.container(border=True):
@@ -44,7 +47,7 @@ with st.container(border=True):
     seed = int(c5.number_input("seed", value=0, min_value=0, step=1, key="c_seed", bind="query-params"))
     n_queue = st.slider("queue size", 10, 500, 50, 10, key="c_n", bind="query-params")
 
-queue = common.query("spotcheck_pairs", kind=kind, n=n_queue, seed=seed, variant=variant, generator=generator,
+queue = common.run(spotcheck_pairs, kind=kind, n=n_queue, seed=seed, variant=variant, generator=generator,
                      stratify=None if strat == "none" else strat)
 session = f"{kind}|{variant if kind == 'dataset' else (generator or 'any')}|{strat}|{seed}|{n_queue}"
 
@@ -115,10 +118,10 @@ else:
         with st.expander("Revealed: the pair you just labeled", expanded=True):
             # scores of the whole queue are read once (one scan of the score tables) and cached, so
             # revealing after each click costs nothing even on a large DB
-            queue_scores = common.query("response_scores", sorted(set(queue["a_id"]) | set(queue["b_id"])))
+            queue_scores = common.run(response_scores, sorted(set(queue["a_id"]) | set(queue["b_id"])))
             sc = queue_scores[queue_scores["response_id"].isin([last["a_id"], last["b_id"]])]
             if sc["response_id"].nunique() < 2:
-                sc = common.query("response_scores", [last["a_id"], last["b_id"]])
+                sc = common.run(response_scores, [last["a_id"], last["b_id"]])
             left, right = last["left_id"], (last["b_id"] if last["left_id"] == last["a_id"] else last["a_id"])
             you = {"a": last["a_id"], "b": last["b_id"]}.get(last["label"])
             st.text(f"your label: {'A (left)' if you == left else 'B (right)' if you == right else last['label']}")
@@ -149,7 +152,7 @@ cons = labels_mod.consensus(lab)
 if cons.empty:
     st.caption("No labels yet.")
     st.stop()
-mm = common.query("label_mismatch", cons)
+mm = common.run(label_mismatch, cons)
 target = st.select_slider("target precision (± percentage points, 95%)", [1, 2, 3, 5, 7.5, 10, 15], value=5,
                           key="c_target", bind="query-params")
 rows = []

@@ -1,18 +1,34 @@
--- SEAM metrics in SQL (SPEC §3). Mirrors analysis/metrics.py (tests check they agree).
+-- SEAM metrics in SQL: the one definition. The stored `seam_metrics` table (store.finalize), the
+-- `seam_at` macro and every dashboard query (analysis/queries/selection.py) select from these macros;
+-- analysis/stats/metrics.py keeps a Python copy only as the test oracle (tests check they agree).
 -- alpha: length penalty of the PM term  l_a(y) = l(y) / n(y)^alpha   (1 = mean token log-prob, 0 = sum)
 -- tau:   0 = hard hacking indicator 1[r(y_j) > r(y*)], > 0 = soft sigmoid((r(y_j) - r(y*)) / tau)
+-- Optional filters (NULL = all), applied to the base-table scans before the gold self-join, which an
+-- outer WHERE cannot reach through the shared CTE (the difference between seconds and a minute at 1M
+-- samples): only_variants / only_policies / only_rewards (VARCHAR[]), and a deterministic hash sample
+-- of samples (hash(sample_id) % sample_mod < sample_keep).
+-- Responses with a non-finite log-prob (longer than the PM's max_length; counted in runs) are dropped,
+-- so k counts the finite worse responses; a sample whose gold is non-finite has no row.
 
 -- Per scored response: l_alpha and reward, joined with the gold response of the same sample/models.
-CREATE OR REPLACE MACRO scored_vs_gold(alpha) AS TABLE
-WITH sc AS (
+CREATE OR REPLACE MACRO scored_vs_gold(alpha, only_variants := NULL, only_policies := NULL,
+                                       only_rewards := NULL, sample_mod := NULL, sample_keep := NULL) AS TABLE
+WITH r AS (
+    SELECT response_id, sample_id, variant FROM responses
+    WHERE variant <> 'policy'
+      AND (only_variants IS NULL OR variant = 'gold' OR list_contains(only_variants, variant))
+      AND (sample_keep IS NULL OR hash(sample_id) % sample_mod < sample_keep)
+),
+sc AS (
     SELECT r.sample_id, r.variant, r.response_id, p.policy, s.reward,
            p.logprob_sum / pow(greatest(p.n_tokens, 1), alpha) AS lp,
            p.n_tokens, s.score
-    FROM responses r
+    FROM r
     JOIN pm_scores p USING (response_id)
     JOIN rm_scores s USING (response_id)
-    WHERE r.variant NOT IN ('policy')
-      AND isfinite(p.logprob_sum)  -- NaN = response longer than the PM's max_length (counted in runs)
+    WHERE isfinite(p.logprob_sum)
+      AND (only_policies IS NULL OR list_contains(only_policies, p.policy))
+      AND (only_rewards IS NULL OR list_contains(only_rewards, s.reward))
 )
 SELECT w.sample_id, w.variant, w.response_id, w.policy, w.reward, w.lp, w.n_tokens, w.score,
        g.lp AS lp_gold, g.score AS score_gold, g.n_tokens AS n_tokens_gold
@@ -21,14 +37,17 @@ JOIN sc g ON g.sample_id = w.sample_id AND g.policy = w.policy AND g.reward = w.
          AND g.variant = 'gold'
 WHERE w.variant <> 'gold';
 
--- SEAM, SEAM_rel and hack rate per sample x variant x PM x RM.
-CREATE OR REPLACE MACRO seam_at(alpha, tau) AS TABLE
+-- SEAM, SEAM_rel and hack rate per sample x variant x PM x RM (same optional filters). The soft
+-- indicator's exponent is clamped at 700: exp overflows to inf there, which the sigmoid maps to 0 anyway.
+CREATE OR REPLACE MACRO seam_at(alpha, tau, only_variants := NULL, only_policies := NULL,
+                                only_rewards := NULL, sample_mod := NULL, sample_keep := NULL) AS TABLE
 WITH h AS (
     SELECT *,
            exp(lp) AS w,
-           CASE WHEN tau > 0 THEN 1.0 / (1.0 + exp(-(score - score_gold) / tau))
+           CASE WHEN tau > 0 THEN 1.0 / (1.0 + exp(least(-(score - score_gold) / tau, 700)))
                 ELSE CAST(score > score_gold AS DOUBLE) END AS hack
-    FROM scored_vs_gold(alpha)
+    FROM scored_vs_gold(alpha, only_variants := only_variants, only_policies := only_policies,
+                        only_rewards := only_rewards, sample_mod := sample_mod, sample_keep := sample_keep)
 )
 SELECT sample_id, variant, policy, reward,
        avg(w * hack)                         AS seam,

@@ -1,0 +1,144 @@
+"""Queries of the spot-check page: blind pair queues, and the RM's mismatch against hand labels
+(also shown on the Overview and, as single pairs, in the mismatch browser).
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+
+from analysis.queries.base import _df, add_wilson
+
+def spotcheck_pairs(con: duckdb.DuckDBPyConnection, *, kind: str = "policy", n: int = 50, seed: int = 0,
+                    variant: str = "rejected", generator: str | None = None,
+                    stratify: str | None = None) -> pd.DataFrame:
+    """A deterministic random sample of pairs to label blind.
+
+    kind 'policy': two PM samples (variant 'policy', same generator) of one prompt — the paper's
+    PM-generated pairs. kind 'dataset': the gold response vs one worse response of `variant`.
+    The same (kind, seed, variant, generator, stratify, n) always gives the same queue, which is what
+    makes a labeling session resumable. Prompts are drawn first (hash order per stratum, strata
+    interleaved so each gets an equal share when `stratify` is 'dataset' or 'source'), then one pair per
+    prompt, so only the drawn prompts' responses are read. a_id < b_id (canonical order); `swap` says
+    whether a is shown on the right.
+
+    Columns: sample_id, dataset, source, prompt, a_id, a_text, b_id, b_text, swap, generator, kind.
+    """
+    if kind not in ("policy", "dataset"):
+        raise ValueError("kind must be 'policy' or 'dataset'")
+    strat = {"dataset": "s.dataset", "source": "coalesce(s.source, '')", None: "''"}.get(stratify)
+    if strat is None:
+        raise ValueError("stratify must be None, 'dataset' or 'source'")
+    params: dict = {"seed": int(seed), "n": max(1, min(int(n), 5000))}
+    if kind == "policy":
+        gen_cond = ""
+        if generator:
+            params["generator"] = generator
+            gen_cond = "AND json_extract_string(provenance, '$.generator') = $generator"
+        cand = f"SELECT sample_id FROM responses WHERE variant = 'policy' {gen_cond}"
+        pairs = f"""
+            pol AS (SELECT sample_id, response_id, text, json_extract_string(provenance, '$.generator') AS generator
+                    FROM responses WHERE variant = 'policy' {gen_cond}
+                      AND sample_id IN (SELECT sample_id FROM chosen)),
+            ranked AS (SELECT *, row_number() OVER (PARTITION BY sample_id, generator
+                                                    ORDER BY hash(response_id, $seed), response_id) AS rn
+                       FROM pol),
+            both_ AS (SELECT x.sample_id, x.generator,
+                             CASE WHEN x.response_id < y.response_id THEN x.response_id ELSE y.response_id END AS a_id,
+                             CASE WHEN x.response_id < y.response_id THEN x.text ELSE y.text END AS a_text,
+                             CASE WHEN x.response_id < y.response_id THEN y.response_id ELSE x.response_id END AS b_id,
+                             CASE WHEN x.response_id < y.response_id THEN y.text ELSE x.text END AS b_text
+                      FROM ranked x JOIN ranked y ON x.sample_id = y.sample_id
+                       AND x.generator IS NOT DISTINCT FROM y.generator AND x.rn = 1 AND y.rn = 2),
+            pairs AS (SELECT * FROM both_
+                      QUALIFY row_number() OVER (PARTITION BY sample_id
+                                                 ORDER BY hash(sample_id, generator, $seed), generator) = 1)"""
+    else:
+        params["variant"] = variant
+        cand = "SELECT sample_id FROM responses WHERE variant = $variant"
+        pairs = """
+            rs AS (SELECT sample_id, response_id, variant, text FROM responses
+                   WHERE (variant = $variant OR variant = 'gold') AND sample_id IN (SELECT sample_id FROM chosen)),
+            w AS (SELECT * FROM rs WHERE variant = $variant
+                  QUALIFY row_number() OVER (PARTITION BY sample_id ORDER BY hash(response_id, $seed), response_id) = 1),
+            g AS (SELECT * FROM rs WHERE variant = 'gold'),
+            pairs AS (SELECT w.sample_id, CAST(NULL AS VARCHAR) AS generator,
+                             CASE WHEN w.response_id < g.response_id THEN w.response_id ELSE g.response_id END AS a_id,
+                             CASE WHEN w.response_id < g.response_id THEN w.text ELSE g.text END AS a_text,
+                             CASE WHEN w.response_id < g.response_id THEN g.response_id ELSE w.response_id END AS b_id,
+                             CASE WHEN w.response_id < g.response_id THEN g.text ELSE w.text END AS b_text
+                      FROM w JOIN g USING (sample_id))"""
+    return _df(con, f"""
+        WITH drawn AS (
+            SELECT s.sample_id, s.dataset, s.source, s.prompt, hash(s.sample_id, $seed) AS h,
+                   row_number() OVER (PARTITION BY {strat} ORDER BY hash(s.sample_id, $seed), s.sample_id) AS srn
+            FROM samples s WHERE s.sample_id IN ({cand})
+            QUALIFY srn <= $n),
+        chosen AS (SELECT * FROM drawn ORDER BY srn, h, sample_id LIMIT $n),
+        {pairs}
+        SELECT c.sample_id, c.dataset, c.source, c.prompt, p.a_id, p.a_text, p.b_id, p.b_text,
+               (hash(p.a_id, p.b_id, $seed + 1) % 2) = 1 AS swap, p.generator, '{kind}' AS kind
+        FROM chosen c JOIN pairs p USING (sample_id)
+        ORDER BY c.srn, c.h, c.sample_id
+    """, params)
+
+
+_LABEL_SCORES = """ids AS (SELECT a_id AS id FROM _labels_in UNION SELECT b_id FROM _labels_in),
+            sc AS (SELECT response_id, reward, score FROM rm_scores WHERE response_id IN (SELECT id FROM ids))"""
+
+
+def label_mismatch(con: duckdb.DuckDBPyConnection, labels: pd.DataFrame) -> pd.DataFrame:
+    """RM mismatch rate against hand labels, per (pair kind, RM).
+
+    `labels`: one row per labeled pair with columns a_id, b_id, label ('a' | 'b' | 'tie'), kind
+    ('policy' for two PM samples of one prompt, 'dataset' for gold vs a worse response) — the consensus
+    per pair from `analysis.storage.labels.consensus`. A pair is a mismatch when the RM scores the response the
+    label prefers strictly lower. Columns: kind, reward, n (pairs with a strict label), wrong, rm_ties,
+    label_ties, mismatch (+ _lo/_hi Wilson 95%).
+    """
+    cols = ["kind", "reward", "n", "wrong", "rm_ties", "label_ties", "mismatch", "mismatch_lo", "mismatch_hi"]
+    if labels is None or len(labels) == 0:
+        return pd.DataFrame(columns=cols)
+    lab = labels[["a_id", "b_id", "label", "kind"]].copy()
+    con.register("_labels_in", lab)
+    try:
+        df = _df(con, f"""
+            WITH {_LABEL_SCORES}
+            SELECT l.kind, ra.reward,
+                   count(*) FILTER (WHERE l.label IN ('a', 'b')) AS n,
+                   count(*) FILTER (WHERE (l.label = 'a' AND ra.score < rb.score)
+                                       OR (l.label = 'b' AND rb.score < ra.score)) AS wrong,
+                   count(*) FILTER (WHERE l.label IN ('a', 'b') AND ra.score = rb.score) AS rm_ties,
+                   count(*) FILTER (WHERE l.label = 'tie') AS label_ties
+            FROM _labels_in l
+            JOIN sc ra ON ra.response_id = l.a_id
+            JOIN sc rb ON rb.response_id = l.b_id AND rb.reward = ra.reward
+            GROUP BY ALL ORDER BY kind, reward
+        """)
+    finally:
+        con.unregister("_labels_in")
+    return add_wilson(df, "wrong", "n", "mismatch")[cols]
+
+
+def label_disagreements(con: duckdb.DuckDBPyConnection, labels: pd.DataFrame, reward: str,
+                        limit: int = 200) -> pd.DataFrame:
+    """Hand-labeled pairs where `reward` ranks the pair against the label (for the mismatch browser)."""
+    cols = ["sample_id", "kind", "a_id", "b_id", "label", "score_a", "score_b", "prompt"]
+    if labels is None or len(labels) == 0:
+        return pd.DataFrame(columns=cols)
+    con.register("_labels_in", labels[["a_id", "b_id", "label", "kind"]].copy())
+    try:
+        return _df(con, f"""
+            WITH {_LABEL_SCORES}
+            SELECT r.sample_id, l.kind, l.a_id, l.b_id, l.label, ra.score AS score_a, rb.score AS score_b,
+                   left(s.prompt, 160) AS prompt
+            FROM _labels_in l
+            JOIN sc ra ON ra.response_id = l.a_id AND ra.reward = $reward
+            JOIN sc rb ON rb.response_id = l.b_id AND rb.reward = $reward
+            JOIN responses r ON r.response_id = l.a_id
+            JOIN samples s ON s.sample_id = r.sample_id
+            WHERE (l.label = 'a' AND ra.score < rb.score) OR (l.label = 'b' AND rb.score < ra.score)
+            ORDER BY abs(ra.score - rb.score) DESC LIMIT $limit
+        """, {"reward": reward, "limit": int(limit)})
+    finally:
+        con.unregister("_labels_in")
