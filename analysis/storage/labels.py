@@ -61,6 +61,16 @@ def default_path(db: str | Path) -> Path:
     return db.with_name(db.stem + ".labels.sqlite")
 
 
+def annotator_name(annotator: str | None) -> str:
+    """The one normal form of an annotator name (surrounding whitespace dropped), applied by every
+    LabelStore method that takes a name, so `put("alice ")` and `delete("alice ")` address the same row
+    (undo did nothing when only `put` stripped). Raises ValueError when nothing is left."""
+    name = (annotator or "").strip()
+    if not name:
+        raise ValueError("an annotator name is required")
+    return name
+
+
 def canonical(a_id: str, b_id: str, label: str) -> tuple[str, str, str]:
     """Order the pair so a_id < b_id, flipping an 'a'/'b' label to match."""
     if label not in VALID:
@@ -99,9 +109,7 @@ class LabelStore:
         `label` refers to the pair as passed ('a' = the first id is better); it is re-expressed in
         canonical order before storing.
         """
-        annotator = (annotator or "").strip()
-        if not annotator:
-            raise ValueError("an annotator name is required")
+        annotator = annotator_name(annotator)
         a, b, lab = canonical(a_id, b_id, label)
         now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         with closing(self._connect()) as con:
@@ -119,6 +127,7 @@ class LabelStore:
 
     def delete(self, a_id: str, b_id: str, annotator: str) -> None:
         """Remove one label (undo); the history keeps a 'deleted' entry."""
+        annotator = annotator_name(annotator)
         a, b = sorted((a_id, b_id))
         now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         with closing(self._connect()) as con:
@@ -136,7 +145,8 @@ class LabelStore:
     def labeled_pairs(self, annotator: str) -> set[tuple[str, str]]:
         """(a_id, b_id) pairs this annotator has already labeled (skips included) — for resuming."""
         with closing(self._connect()) as con:
-            rows = con.execute("SELECT a_id, b_id FROM labels WHERE annotator = ?", (annotator,)).fetchall()
+            rows = con.execute("SELECT a_id, b_id FROM labels WHERE annotator = ?",
+                               (annotator_name(annotator),)).fetchall()
         return {(a, b) for a, b in rows}
 
     def annotators(self) -> list[str]:
