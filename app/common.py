@@ -125,8 +125,7 @@ def show_unavailable(exc: DBUnavailable) -> None:
         st.markdown("Create it with the precompute, or try the app on synthetic data:")
         st.code(f"seam precompute --db {s.db} ...\n"
                 f"python -m analysis.data.synthetic {s.db} 5000   # synthetic demo DB", language="bash")
-        st.markdown("Then reload this page. Another file: `streamlit run app/main.py -- --db PATH`"
-                    " or set `SEAM_DB`.")
+        st.markdown("Then reload this page. Another file: `seam app --db PATH` or set `SEAM_DB`.")
     elif exc.kind == "locked":
         st.warning(str(exc) + " A precompute is probably committing a large batch; reload in a moment.")
     elif exc.kind == "empty":
