@@ -51,6 +51,7 @@ class Settings:
     db: Path
     labels: Path
     exports: Path
+    labels_fallback: bool = False  # the DB's folder is read-only: labels live in the user's cache
 
 
 def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -69,8 +70,9 @@ def settings() -> Settings:
     db = Path(ns.db or os.environ.get("SEAM_DB") or DEFAULT_DB).expanduser()
     lab = ns.labels or os.environ.get("SEAM_LABELS")
     exp = ns.exports or os.environ.get("SEAM_EXPORTS")
-    return Settings(db=db, labels=Path(lab).expanduser() if lab else labels_mod.default_path(db),
-                    exports=Path(exp).expanduser() if exp else db.parent / "exports")
+    labels, fallback = (Path(lab).expanduser(), False) if lab else labels_mod.labels_path_for(db)
+    return Settings(db=db, labels=labels, exports=Path(exp).expanduser() if exp else db.parent / "exports",
+                    labels_fallback=fallback)
 
 
 def db_version(db: Path) -> tuple:

@@ -49,6 +49,9 @@ page = st.navigation(PAGES)
 s = common.settings()
 st.sidebar.caption("Results DB")
 st.sidebar.code(str(s.db), language=None, wrap_lines=True)
+if s.labels_fallback:
+    st.sidebar.info("The DB's folder is read-only, so hand labels are saved in your cache instead: "
+                    f"{common.md(s.labels)}. Choose the file with `--labels PATH` or `SEAM_LABELS`.")
 
 try:
     page.run()

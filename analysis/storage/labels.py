@@ -15,8 +15,12 @@ position bias), as is every change in an append-only history table.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
+import os
 import sqlite3
+import tempfile
 from contextlib import closing
 from datetime import datetime, timezone
 from itertools import combinations
@@ -59,6 +63,36 @@ def default_path(db: str | Path) -> Path:
     """Where labels for a results DB live by default: `<db dir>/<db stem>.labels.sqlite`."""
     db = Path(db)
     return db.with_name(db.stem + ".labels.sqlite")
+
+
+@functools.lru_cache(maxsize=64)
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can be created in `folder`, found by doing it: a read-only mount refuses root too,
+    where permission bits and os.access would say yes."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".seam-write-probe-"):
+            return True
+    except OSError:
+        return False
+
+
+def fallback_path(db: str | Path) -> Path:
+    """A per-user labels file for a DB whose folder cannot be written (a shared, read-only results
+    folder): `$XDG_CACHE_HOME` (else ~/.cache) `/seam-lens/labels/<db stem>-<hash of the DB's absolute
+    path>.labels.sqlite`, so two read-only DBs never share labels and the same DB always finds its own."""
+    db = Path(db).expanduser().resolve()
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "seam-lens" / "labels"
+    return root / f"{db.stem}-{hashlib.sha256(str(db).encode()).hexdigest()[:16]}.labels.sqlite"
+
+
+def labels_path_for(db: str | Path) -> tuple[Path, bool]:
+    """(labels file, True when it is the fallback): next to the DB when that folder takes a new file,
+    else `fallback_path(db)`. A missing folder counts as writable (nothing to label yet)."""
+    default = default_path(db)
+    folder = default.parent
+    if not folder.is_dir() or _can_create_in(folder.resolve()):
+        return default, False
+    return fallback_path(db), True
 
 
 def annotator_name(annotator: str | None) -> str:
