@@ -85,8 +85,16 @@ def cmd_demo(args) -> int:
     return cmd_app(args)
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def cmd_app(args) -> int:
-    """Start the Streamlit dashboard on the DB (localhost only unless --host says otherwise)."""
+    """Start the Streamlit dashboard on the DB (localhost only unless --host says otherwise).
+
+    Why exec and not a child process: with `subprocess.call` a SIGTERM (systemd, docker stop, kill)
+    ended this wrapper and left the Streamlit server running on the port. Replacing the process
+    means the signal reaches the server itself.
+    """
     from importlib.util import find_spec
 
     opts = from_args(AppOptions, args)
@@ -95,12 +103,27 @@ def cmd_app(args) -> int:
         print("the dashboard package `app` is not installed next to `analysis`", file=sys.stderr)
         return 2
     main = Path(list(spec.submodule_search_locations)[0]) / "main.py"
+    db = str(Path(opts.db).resolve())
     cmd = [sys.executable, "-m", "streamlit", "run", str(main),
            "--server.address", opts.host, "--server.port", str(opts.port),
            "--server.headless", "true", "--browser.gatherUsageStats", "false",
-           "--", "--db", str(Path(opts.db).resolve())]
-    print(f"SEAM Lens dashboard on http://{opts.host}:{opts.port}  (db: {opts.db})")
-    return subprocess.call(cmd, env={**os.environ, "SEAM_DB": str(Path(opts.db).resolve())})
+           "--", "--db", db]
+    if opts.host not in LOOPBACK:
+        print(f"warning: --host {opts.host} makes the dashboard reachable from other machines: anyone who can "
+              "reach the port reads the data and can write labels and exports. "
+              + ("SEAM_APP_PASSWORD is set: a password is required." if os.environ.get("SEAM_APP_PASSWORD")
+                 else "Set SEAM_APP_PASSWORD=<secret> to require a password."), file=sys.stderr)
+    print(f"SEAM Lens dashboard on http://{opts.host}:{opts.port}  (db: {opts.db})", flush=True)
+    sys.stderr.flush()
+    env = {**os.environ, "SEAM_DB": db}
+    if os.name == "posix":
+        os.execve(sys.executable, cmd, env)  # does not return
+    proc = subprocess.Popen(cmd, env=env)  # pragma: no cover (Windows: no exec; stop the child ourselves)
+    try:
+        return proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
 
 
 def cmd_info(args) -> int:

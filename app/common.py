@@ -52,6 +52,7 @@ class Settings:
     db: Path
     labels: Path
     exports: Path
+    labels_fallback: bool = False  # the DB's folder is read-only: labels live in the user's cache
 
 
 def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -70,8 +71,9 @@ def settings() -> Settings:
     db = Path(ns.db or os.environ.get("SEAM_DB") or DEFAULT_DB).expanduser()
     lab = ns.labels or os.environ.get("SEAM_LABELS")
     exp = ns.exports or os.environ.get("SEAM_EXPORTS")
-    return Settings(db=db, labels=Path(lab).expanduser() if lab else labels_mod.default_path(db),
-                    exports=Path(exp).expanduser() if exp else db.parent / "exports")
+    labels, fallback = (Path(lab).expanduser(), False) if lab else labels_mod.labels_path_for(db)
+    return Settings(db=db, labels=labels, exports=Path(exp).expanduser() if exp else db.parent / "exports",
+                    labels_fallback=fallback)
 
 
 def db_version(db: Path) -> tuple:
@@ -132,8 +134,7 @@ def show_unavailable(exc: DBUnavailable) -> None:
         st.markdown("Create it with the precompute, or try the app on synthetic data:")
         st.code(f"seam precompute --db {s.db} ...\n"
                 f"python -m analysis.data.synthetic {s.db} 5000   # synthetic demo DB", language="bash")
-        st.markdown("Then reload this page. Another file: `streamlit run app/main.py -- --db PATH`"
-                    " or set `SEAM_DB`.")
+        st.markdown("Then reload this page. Another file: `seam app --db PATH` or set `SEAM_DB`.")
     elif exc.kind == "locked":
         st.warning(str(exc) + " A precompute is probably committing a large batch; reload in a moment.")
     elif exc.kind == "empty":
@@ -230,7 +231,7 @@ def pick_many(label: str, options: Sequence[str], key: str, *, default: Sequence
 
 
 def seam_definition(container=st, *, key_prefix: str = "") -> tuple[float, float]:
-    """alpha slider + hard/soft toggle (+ tau): the SEAM definition knobs of SPEC §3."""
+    """alpha slider + hard/soft toggle (+ tau): the SEAM definition knobs (README "Definitions")."""
     alpha = container.slider("alpha (length penalty)", 0.0, 1.0, 1.0, 0.05, key=f"{key_prefix}alpha",
                              bind="query-params",
                              help="l_alpha(y) = l(y) / n(y)^alpha: 1 = mean token log-prob (default), 0 = raw sum.")

@@ -1,9 +1,11 @@
 """SEAM Lens dashboard entry point.
 
+    seam app --db cache/seam.duckdb            # or:
     streamlit run app/main.py -- --db cache/seam.duckdb [--labels FILE] [--exports DIR]
 
-(or env SEAM_DB / SEAM_LABELS / SEAM_EXPORTS). Binds to localhost unless told otherwise
-(`.streamlit/config.toml` is not needed: pass `--server.address` explicitly to expose it).
+(or env SEAM_DB / SEAM_LABELS / SEAM_EXPORTS). Both listen on 127.0.0.1 only (`app/.streamlit/config.toml`,
+which Streamlit reads from this script's folder); to expose the dashboard ask explicitly
+(`seam app --host 0.0.0.0`) and set SEAM_APP_PASSWORD, see `app/access.py`.
 
 Why one entry script with st.navigation: every page shares the same settings, the same "is the DB
 usable" gate and the same error handling (a missing / empty / locked DB shows a message, never a
@@ -22,7 +24,7 @@ except ImportError:  # pragma: no cover
 
 import streamlit as st
 
-from app import common
+from app import access, common
 
 HERE = Path(__file__).resolve().parent
 
@@ -42,10 +44,14 @@ PAGES = [
             url_path="prompt-map"),
 ]
 
+access.gate()
 page = st.navigation(PAGES)
 s = common.settings()
 st.sidebar.caption("Results DB")
 st.sidebar.code(str(s.db), language=None, wrap_lines=True)
+if s.labels_fallback:
+    st.sidebar.info("The DB's folder is read-only, so hand labels are saved in your cache instead: "
+                    f"{common.md(s.labels)}. Choose the file with `--labels PATH` or `SEAM_LABELS`.")
 
 try:
     page.run()

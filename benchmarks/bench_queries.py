@@ -1,6 +1,6 @@
 """Dashboard query latency at scale: p50 / p95 of every analysis.queries function the pages call.
 
-Why: SPEC §5 asks that dashboard queries stay interactive at 1M samples (aggregate in DuckDB, never
+Why: dashboard queries must stay interactive at 1M samples (aggregate in DuckDB, never
 pull whole tables into pandas). This script builds (once) a synthetic results DB of that size with
 `analysis.data.synthetic.make_synthetic_db` — vectorised SQL, but still minutes and several GB on a laptop,
 so it lives in /tmp and is reused — and then times each page query the way the app runs it: open the

@@ -160,6 +160,17 @@ def test_spotcheck_labels_are_written_and_revealed(env):
         assert con.execute("SELECT count(*) FROM labels").fetchone()[0] == 0
 
 
+def test_spotcheck_undo_with_trailing_space_in_name(env):
+    at = run_app("spotcheck", annotator="carol ", c_kind="dataset", c_variant="adv", c_n="10")
+    at.button(key="lab_a").click().run()
+    with sqlite3.connect(env / "labels.sqlite") as con:
+        assert con.execute("SELECT annotator FROM labels").fetchall() == [("carol",)]
+    at.button(key="undo").click().run()
+    with sqlite3.connect(env / "labels.sqlite") as con:
+        left = con.execute("SELECT annotator, label FROM labels").fetchall()
+    assert left == [], f"Undo as 'carol ' did not remove the label: {left}"
+
+
 def test_spotcheck_resumes_and_measures_agreement(env):
     at = run_app("spotcheck", annotator="alice", c_kind="dataset", c_variant="adv", c_n="10")
     for key in ("lab_a", "lab_b", "lab_tie"):

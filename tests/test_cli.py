@@ -78,3 +78,19 @@ def test_train_rm_then_score_with_it(tmp_path, capsys):
     assert con.execute("SELECT reward FROM rm_accuracy").fetchone()[0] == str(rm)
     assert con.execute("SELECT role, sha256 IS NOT NULL FROM models").fetchone() == ("reward", True)
     con.close()
+
+
+def test_info_prints_names_that_look_like_rich_markup(tmp_path, capsys):
+    """Names are data: `seam info` prints `evil[/b]` and `[red]x[/red]` literally (rich markup used to crash it)."""
+    data = tmp_path / "prefs.jsonl"
+    data.write_text(json.dumps({"prompt": "[bold]p[/bold]", "chosen": "It is 4.", "rejected": "It is 5."}) + "\n"
+                    + json.dumps({"bad": "[/]"}) + "\n")
+    db = tmp_path / "[b]odd[/b]" / "seam.duckdb"
+    for name in ("evil[/b]", "[red]x[/red]"):
+        assert main(["precompute", str(data), "--name", name, "--variants", "rejected", "--no-umap", "--db", str(db),
+                     "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["info", "--db", str(db)]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    for literal in ("evil[/b]", "[red]x[/red]", "[b]odd[/b]"):
+        assert literal in out, f"{literal!r} not printed literally by seam info:\n{out}"

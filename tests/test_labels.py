@@ -34,6 +34,18 @@ def test_put_canonicalises_and_overwrites(tmp_path):
     assert [h[0] for h in hist] == ["b", "tie", "skip", "deleted"] and mode == "wal"
 
 
+def test_annotator_name_is_normalised_by_every_method(tmp_path):
+    """Undo after labeling as 'alice ' (trailing space, as typed) must remove the label: put stripped the
+    name but delete did not, so the DELETE matched no row."""
+    s = L.LabelStore(tmp_path / "l.sqlite")
+    s.put("r-a", "r-b", " alice ", "a")
+    assert s.labeled_pairs("alice ") == {("r-a", "r-b")}, s.all()
+    s.delete("r-a", "r-b", "alice ")
+    assert s.all().empty, f"undo as 'alice ' left the label in place: {s.all().to_dict('records')}"
+    with pytest.raises(ValueError, match="annotator"):
+        s.delete("r-a", "r-b", "  ")
+
+
 def test_rejects_bad_input(tmp_path):
     s = L.LabelStore(tmp_path / "l.sqlite")
     with pytest.raises(ValueError):

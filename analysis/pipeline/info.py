@@ -1,4 +1,9 @@
-"""`seam info`: render store.describe() as terminal tables (rich)."""
+"""`seam info`: render store.describe() as terminal tables (rich).
+
+Why every string goes through `Text`: rich reads `[...]` in a plain str as markup, and dataset,
+model and variant names are data — a dataset named `evil[/b]` would crash the command (MarkupError) or
+restyle the output. Nothing printed here is parsed as markup.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from analysis.storage import store
 from analysis.stats.metrics import wilson
@@ -16,20 +22,20 @@ def db_info(db: Path) -> dict:
 
 
 def _table(title: str, rows: list[dict]) -> Table:
-    t = Table(title=title, title_justify="left")
+    t = Table(title=Text(title), title_justify="left")
     if not rows:
         t.add_column("(none)")
         return t
     for c in rows[0]:
-        t.add_column(str(c))
+        t.add_column(Text(str(c)))
     for r in rows:
-        t.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in r.values()])
+        t.add_row(*[Text(f"{v:.4f}" if isinstance(v, float) else str(v)) for v in r.values()])
     return t
 
 
 def render_info(info: dict, console: Console | None = None) -> None:
     console = console or Console()
-    console.print(f"[bold]{info['db']}[/bold]")
+    console.print(Text(str(info["db"]), style="bold"))
     console.print(_table("rows per table", [{"table": k, "rows": v} for k, v in info["tables"].items()]))
     for key in ("datasets", "models", "variants", "rejects_by_reason", "runs", "seam"):
         console.print(_table(key.replace("_", " "), info[key]))

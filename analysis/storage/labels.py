@@ -15,8 +15,12 @@ position bias), as is every change in an append-only history table.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
+import os
 import sqlite3
+import tempfile
 from contextlib import closing
 from datetime import datetime, timezone
 from itertools import combinations
@@ -61,6 +65,46 @@ def default_path(db: str | Path) -> Path:
     return db.with_name(db.stem + ".labels.sqlite")
 
 
+@functools.lru_cache(maxsize=64)
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can be created in `folder`, found by doing it: a read-only mount refuses root too,
+    where permission bits and os.access would say yes."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".seam-write-probe-"):
+            return True
+    except OSError:
+        return False
+
+
+def fallback_path(db: str | Path) -> Path:
+    """A per-user labels file for a DB whose folder cannot be written (a shared, read-only results
+    folder): `$XDG_CACHE_HOME` (else ~/.cache) `/seam-lens/labels/<db stem>-<hash of the DB's absolute
+    path>.labels.sqlite`, so two read-only DBs never share labels and the same DB always finds its own."""
+    db = Path(db).expanduser().resolve()
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "seam-lens" / "labels"
+    return root / f"{db.stem}-{hashlib.sha256(str(db).encode()).hexdigest()[:16]}.labels.sqlite"
+
+
+def labels_path_for(db: str | Path) -> tuple[Path, bool]:
+    """(labels file, True when it is the fallback): next to the DB when that folder takes a new file,
+    else `fallback_path(db)`. A missing folder counts as writable (nothing to label yet)."""
+    default = default_path(db)
+    folder = default.parent
+    if not folder.is_dir() or _can_create_in(folder.resolve()):
+        return default, False
+    return fallback_path(db), True
+
+
+def annotator_name(annotator: str | None) -> str:
+    """The one normal form of an annotator name (surrounding whitespace dropped), applied by every
+    LabelStore method that takes a name, so `put("alice ")` and `delete("alice ")` address the same row
+    (undo did nothing when only `put` stripped). Raises ValueError when nothing is left."""
+    name = (annotator or "").strip()
+    if not name:
+        raise ValueError("an annotator name is required")
+    return name
+
+
 def canonical(a_id: str, b_id: str, label: str) -> tuple[str, str, str]:
     """Order the pair so a_id < b_id, flipping an 'a'/'b' label to match."""
     if label not in VALID:
@@ -99,9 +143,7 @@ class LabelStore:
         `label` refers to the pair as passed ('a' = the first id is better); it is re-expressed in
         canonical order before storing.
         """
-        annotator = (annotator or "").strip()
-        if not annotator:
-            raise ValueError("an annotator name is required")
+        annotator = annotator_name(annotator)
         a, b, lab = canonical(a_id, b_id, label)
         now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         with closing(self._connect()) as con:
@@ -119,6 +161,7 @@ class LabelStore:
 
     def delete(self, a_id: str, b_id: str, annotator: str) -> None:
         """Remove one label (undo); the history keeps a 'deleted' entry."""
+        annotator = annotator_name(annotator)
         a, b = sorted((a_id, b_id))
         now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         with closing(self._connect()) as con:
@@ -136,7 +179,8 @@ class LabelStore:
     def labeled_pairs(self, annotator: str) -> set[tuple[str, str]]:
         """(a_id, b_id) pairs this annotator has already labeled (skips included) — for resuming."""
         with closing(self._connect()) as con:
-            rows = con.execute("SELECT a_id, b_id FROM labels WHERE annotator = ?", (annotator,)).fetchall()
+            rows = con.execute("SELECT a_id, b_id FROM labels WHERE annotator = ?",
+                               (annotator_name(annotator),)).fetchall()
         return {(a, b) for a, b in rows}
 
     def annotators(self) -> list[str]:

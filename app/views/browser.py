@@ -31,7 +31,7 @@ mode = st.segmented_control("show", ["RM vs gold", "RM vs hand labels"], default
 
 
 def show_response(col, title: str, row: pd.Series | None, text: str) -> None:
-    col.markdown(f"**{title}**")
+    col.markdown(f"**{common.md(title)}**")
     col.text(text)
     if row is not None:
         col.dataframe(pd.DataFrame([{
@@ -130,7 +130,7 @@ with st.expander("Filters", expanded=True):
     desc = c12.toggle("descending", value=True, key="b_desc", bind="query-params")
     use_sel = False
     if sel_state and sel_state.get("ids"):
-        use_sel = st.toggle(f"only the {len(sel_state['ids']):,} samples selected on the {sel_state.get('origin', 'map')}",
+        use_sel = st.toggle(f"only the {len(sel_state['ids']):,} samples selected on the {common.md(sel_state.get('origin', 'map'))}",
                             value=True, key="use_sel")
 
 if not (variants and pms and rms and datasets):
@@ -145,7 +145,7 @@ f = BrowseFilter(variants=tuple(variants), policies=tuple(pms), rewards=tuple(rm
 try:
     total = common.run(browse_count, f)
 except ValueError as exc:  # invalid regex
-    st.error(str(exc))
+    st.error(common.md(exc))
     st.stop()
 
 size = 25

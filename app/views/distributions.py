@@ -132,7 +132,7 @@ else:
     b2.dataframe(corr.round(3), key="corr_table")
 
 # ------------------------------------------------------------------ SEAM vs length
-st.subheader(f"{metric} vs response length")
+st.subheader(f"{common.md(metric)} vs response length")
 bl = rep["by_length"]
 lf = go.Figure()
 for v, g in bl.groupby("variant", sort=True):

@@ -39,7 +39,7 @@ with st.container(border=True):
     use_sel = False
     if sel_state and sel_state.get("ids"):
         use_sel = st.toggle(f"restrict to the {len(sel_state['ids']):,} samples selected on the "
-                            f"{sel_state.get('origin', 'map')}", value=True, key="use_sel")
+                            f"{common.md(sel_state.get('origin', 'map'))}", value=True, key="use_sel")
 
 spec = FilterSpec(variant=variant, policy=policy, reward=reward, mode=mode, q=q / 100, metric=metric, seed=seed,
                   sample_ids=tuple(sel_state["ids"]) if use_sel else ())
@@ -123,7 +123,7 @@ if submitted:
             res = export_mod.export_subset(s.db, s.exports, name, spec, keep=keep, fmt=fmt, rejected=rejected,
                                            labels=lab, label_policy=label_policy, overwrite=overwrite)
     except export_mod.ExportError as exc:
-        st.error(str(exc))
+        st.error(common.md(exc))
     else:
         st.success(f"Exported {res.n:,} pairs.")
         st.code(str(res.path), language=None)

@@ -43,7 +43,8 @@ if not runs.empty:
     last = runs.iloc[0]
     box = {"done": st.success, "running": st.info, "failed": st.error}.get(str(last["status"]), st.info)
     box(f"Last run: {common.md(last['command'])} — status **{common.md(last['status'])}**, started "
-        f"{last['started_at']}, finished {last['finished_at'] if pd.notna(last['finished_at']) else '—'}")
+        f"{common.md(last['started_at'])}, finished "
+        f"{common.md(last['finished_at']) if pd.notna(last['finished_at']) else '—'}")
 
 # ------------------------------------------------------------------ headline: RM accuracy
 st.header("RM accuracy on dataset pairs")
