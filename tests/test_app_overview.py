@@ -17,41 +17,22 @@ from pathlib import Path
 import duckdb
 import pytest
 from scipy import stats
-from streamlit.testing.v1 import AppTest
 
 from analysis.storage import store
 from analysis.data import synthetic
-from apptest_util import find_frame
-
-MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 
 
-def run_app(page: str | None = None, **query) -> AppTest:
-    at = AppTest.from_file(MAIN, default_timeout=60)
-    at.query_params.update(query)
-    at.run()
-    if page:
-        at.switch_page(f"views/{page}.py").run()
-    return at
+
 
 
 @pytest.fixture(scope="module")
-def db(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ov") / "seam.duckdb"
-    synthetic.make_synthetic_db(path, 200, seed=7)
-    synthetic.add_hand_rows(path)
-    return path
+def db(synthetic_db):
+    return synthetic_db(200, seed=7)
 
 
-@pytest.fixture()
-def env(db, monkeypatch, tmp_path):
-    monkeypatch.setenv("SEAM_DB", str(db))
-    monkeypatch.setenv("SEAM_LABELS", str(tmp_path / "labels.sqlite"))
-    monkeypatch.setenv("SEAM_EXPORTS", str(tmp_path / "exports"))
-    return db
 
 
-def test_overview_numbers_match_hand_computation(env):
+def test_overview_numbers_match_hand_computation(run_app, find_frame):
     at = run_app()
     assert not at.exception, [e.value for e in at.exception]
     acc = find_frame(at, "RM", "variant", "accuracy [95% CI]")
@@ -77,7 +58,7 @@ def test_overview_numbers_match_hand_computation(env):
     assert any("status **done**" in s.value for s in at.success)
 
 
-def test_overview_shows_label_mismatch(env, tmp_path):
+def test_overview_shows_label_mismatch(run_app, find_frame, tmp_path):
     from analysis.storage.labels import LabelStore
     s = LabelStore(tmp_path / "labels.sqlite")
     for i in range(10):  # people side with gold on every hand pair: rm-hand is wrong on 3 of 10
@@ -88,7 +69,7 @@ def test_overview_shows_label_mismatch(env, tmp_path):
     assert (row["n"], row["RM wrong"]) == (10, 3) and row["mismatch [95% CI]"] == "30.0% [10.8%, 60.3%]"
 
 
-def test_missing_db_gives_a_message(monkeypatch, tmp_path):
+def test_missing_db_gives_a_message(run_app, monkeypatch, tmp_path):
     monkeypatch.setenv("SEAM_DB", str(tmp_path / "nope.duckdb"))
     at = run_app()
     assert not at.exception
@@ -98,7 +79,7 @@ def test_missing_db_gives_a_message(monkeypatch, tmp_path):
     assert not at.exception and any("No results DB" in e.value for e in at.error)
 
 
-def test_empty_and_corrupt_db_give_messages(monkeypatch, tmp_path):
+def test_empty_and_corrupt_db_give_messages(run_app, monkeypatch, tmp_path):
     empty = tmp_path / "empty.duckdb"
     duckdb.connect(str(empty)).close()
     monkeypatch.setenv("SEAM_DB", str(empty))
@@ -118,7 +99,7 @@ def test_empty_and_corrupt_db_give_messages(monkeypatch, tmp_path):
     assert not at.exception and any("could not be opened" in e.value for e in at.error)
 
 
-def test_locked_db_gives_a_message(monkeypatch, tmp_path):
+def test_locked_db_gives_a_message(run_app, monkeypatch, tmp_path):
     path = synthetic.make_synthetic_db(tmp_path / "locked.duckdb", 30, seed=9)
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import duckdb, sys, time
@@ -142,7 +123,7 @@ def test_locked_db_gives_a_message(monkeypatch, tmp_path):
     assert not at.exception and not at.warning and at.metric
 
 
-def test_fresh_data_on_rerun(monkeypatch, tmp_path):
+def test_fresh_data_on_rerun(run_app, find_frame, monkeypatch, tmp_path):
     path = synthetic.make_synthetic_db(tmp_path / "fresh.duckdb", 30, seed=10)
     monkeypatch.setenv("SEAM_DB", str(path))
     at = run_app()
@@ -155,14 +136,14 @@ def test_fresh_data_on_rerun(monkeypatch, tmp_path):
     assert "rm-hand" in set(acc["RM"])
 
 
-def test_db_path_from_command_line(monkeypatch, tmp_path, env):
+def test_db_path_from_command_line(app_env, monkeypatch, tmp_path, db):
     from app import common
     monkeypatch.setattr(sys, "argv", ["app/main.py", "--db", str(tmp_path / "x.duckdb"), "--labels", "/tmp/l.sqlite"])
     s = common.settings()
-    assert s.db == tmp_path / "x.duckdb" and s.labels == Path("/tmp/l.sqlite")  # argv wins over env
+    assert s.db == tmp_path / "x.duckdb" and s.labels == Path("/tmp/l.sqlite")  # argv wins over db
     assert s.exports == tmp_path / "exports"  # from SEAM_EXPORTS
     monkeypatch.setattr(sys, "argv", ["app/main.py"])
     monkeypatch.delenv("SEAM_LABELS")
     monkeypatch.delenv("SEAM_EXPORTS")
     s = common.settings()
-    assert s.db == env and s.labels == env.with_name("seam.labels.sqlite") and s.exports == env.parent / "exports"
+    assert s.db == db and s.labels == db.with_name("seam.labels.sqlite") and s.exports == db.parent / "exports"

@@ -5,6 +5,7 @@ keep their filters in the URL, write labels and exports where they should — an
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -13,28 +14,17 @@ from streamlit.testing.v1 import AppTest
 
 from analysis.storage import store
 from analysis.data import synthetic
-from apptest_util import find_frame
 
 ROOT = Path(__file__).resolve().parents[1]
-MAIN = str(ROOT / "app" / "main.py")
 EVIL = "<script>alert('x')</script> **bold** [link](http://evil.example) <img src=x onerror=alert(1)>"
 
 
-def run_app(page: str | None = None, **query) -> AppTest:
-    at = AppTest.from_file(MAIN, default_timeout=90)
-    at.run()
-    if page:
-        at.query_params.update(query)
-        at.switch_page(f"views/{page}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 @pytest.fixture(scope="module")
-def db(tmp_path_factory):
+def db(synthetic_db, tmp_path_factory):
     path = tmp_path_factory.mktemp("pages") / "seam.duckdb"
-    synthetic.make_synthetic_db(path, 160, seed=11)
-    synthetic.add_hand_rows(path)
+    shutil.copy(synthetic_db(160, seed=11), path)
     with store.writer(path) as con:  # a sample whose text tries to be markup
         store.insert(con, "samples", [("evil", "hand", 99, "hand", EVIL, EVIL + " gold", None, {})])
         store.insert(con, "responses", [("evil-gold", "evil", "gold", 0, EVIL + " gold", {}),
@@ -45,17 +35,11 @@ def db(tmp_path_factory):
     return path
 
 
-@pytest.fixture()
-def env(db, monkeypatch, tmp_path):
-    monkeypatch.setenv("SEAM_DB", str(db))
-    monkeypatch.setenv("SEAM_LABELS", str(tmp_path / "labels.sqlite"))
-    monkeypatch.setenv("SEAM_EXPORTS", str(tmp_path / "exports"))
-    return tmp_path
 
 
 # ------------------------------------------------------------------------------------------- saturation
 
-def test_saturation_sources_and_drilldown(env):
+def test_saturation_sources_and_drilldown(run_app, find_frame):
     at = run_app("saturation")
     assert at.radio(key="s_src").options == ["imported RLHF results", "proxy from scores"]
     assert len(at.get("plotly_chart")) >= 3
@@ -71,7 +55,7 @@ def test_saturation_sources_and_drilldown(env):
     assert any("PM pm-sft-10k  ×  RM rm-100k" in t.value for t in at.text)
 
 
-def test_saturation_without_rlhf_results(env, tmp_path, monkeypatch):
+def test_saturation_without_rlhf_results(run_app, tmp_path, monkeypatch):
     path = synthetic.make_synthetic_db(tmp_path / "norlhf.duckdb", 40, seed=12)
     with store.writer(path) as con:
         con.execute("DROP TABLE rlhf_results")
@@ -83,7 +67,7 @@ def test_saturation_without_rlhf_results(env, tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------------- distributions
 
-def test_distributions_all_plots_and_definitions(env):
+def test_distributions_all_plots_and_definitions(run_app, find_frame):
     at = run_app("distributions")
     summ = find_frame(at, "variant", "PM", "RM", "mean [95% CI]")
     assert set(summ["variant"]) == {"adv", "contrast", "rejected"} and (summ["n"] == 160).all()
@@ -98,7 +82,7 @@ def test_distributions_all_plots_and_definitions(env):
     assert any("soft hacking, tau = 1" in c.value for c in at.caption)
 
 
-def test_distribution_filters_come_from_the_url(env):
+def test_distribution_filters_come_from_the_url(run_app, find_frame):
     at = run_app("distributions", d_variant=["adv"], d_pm=["pm-sft-10k"], d_rm=["rm-100k"], d_plot="ECDF")
     summ = find_frame(at, "variant", "PM", "RM", "mean [95% CI]")
     assert summ[["variant", "PM", "RM"]].values.tolist() == [["adv", "pm-sft-10k", "rm-100k"]]
@@ -107,7 +91,7 @@ def test_distribution_filters_come_from_the_url(env):
 
 # ------------------------------------------------------------------------------------------- browser
 
-def test_browser_filters_search_and_detail(env):
+def test_browser_filters_search_and_detail(run_app, find_frame):
     at = run_app("browser", b_ds=["hand"], b_rm=["rm-hand"], b_pm=["pm-hand"])
     rows = find_frame(at, "prompt", "variant", "seam", "sample_id")
     assert set(rows["sample_id"]) == {"hand-07", "hand-08", "hand-09", "evil"}  # the RM prefers the worse answer
@@ -125,11 +109,11 @@ def test_browser_filters_search_and_detail(env):
     assert not at.exception and any("invalid regular expression" in e.value for e in at.error)
 
 
-def test_browser_label_mode(env):
+def test_browser_label_mode(run_app, find_frame, app_env):
     at = run_app("browser", b_mode="RM vs hand labels")
     assert any("No hand labels yet" in i.value for i in at.info)
     from analysis.storage.labels import LabelStore
-    LabelStore(env / "labels.sqlite").put("hand-01-gold", "hand-01-rejected", "alice", "b", kind="dataset")
+    LabelStore(app_env / "labels.sqlite").put("hand-01-gold", "hand-01-rejected", "alice", "b", kind="dataset")
     at = run_app("browser", b_mode="RM vs hand labels", b_lrm="rm-hand")
     dis = find_frame(at, "sample_id", "label", "score_a", "score_b")
     assert dis["sample_id"].tolist() == ["hand-01"]
@@ -137,14 +121,14 @@ def test_browser_label_mode(env):
 
 # ------------------------------------------------------------------------------------------- spot-check
 
-def test_spotcheck_labels_are_written_and_revealed(env):
+def test_spotcheck_labels_are_written_and_revealed(run_app, find_frame, app_env):
     at = run_app("spotcheck")
     assert any("Enter your name" in i.value for i in at.info)
     at.text_input(key="annotator").set_value("alice").run()
     prompt_before = at.text[0].value
     at.button(key="lab_a").click().run()
     assert not at.exception
-    with sqlite3.connect(env / "labels.sqlite") as con:
+    with sqlite3.connect(app_env / "labels.sqlite") as con:
         rows = con.execute("SELECT annotator, label, kind, shown_left, a_id, b_id FROM labels").fetchall()
     assert len(rows) == 1 and rows[0][0] == "alice" and rows[0][2] == "policy"
     ann, label, _, left, a_id, b_id = rows[0]
@@ -156,22 +140,22 @@ def test_spotcheck_labels_are_written_and_revealed(env):
     mm = find_frame(at, "pairs", "RM", "n", "mismatch [95% CI]")
     assert (mm["n"] == 1).all()
     at.button(key="undo").click().run()
-    with sqlite3.connect(env / "labels.sqlite") as con:
+    with sqlite3.connect(app_env / "labels.sqlite") as con:
         assert con.execute("SELECT count(*) FROM labels").fetchone()[0] == 0
 
 
-def test_spotcheck_undo_with_trailing_space_in_name(env):
+def test_spotcheck_undo_with_trailing_space_in_name(run_app, app_env):
     at = run_app("spotcheck", annotator="carol ", c_kind="dataset", c_variant="adv", c_n="10")
     at.button(key="lab_a").click().run()
-    with sqlite3.connect(env / "labels.sqlite") as con:
+    with sqlite3.connect(app_env / "labels.sqlite") as con:
         assert con.execute("SELECT annotator FROM labels").fetchall() == [("carol",)]
     at.button(key="undo").click().run()
-    with sqlite3.connect(env / "labels.sqlite") as con:
+    with sqlite3.connect(app_env / "labels.sqlite") as con:
         left = con.execute("SELECT annotator, label FROM labels").fetchall()
     assert left == [], f"Undo as 'carol ' did not remove the label: {left}"
 
 
-def test_spotcheck_resumes_and_measures_agreement(env):
+def test_spotcheck_resumes_and_measures_agreement(run_app, find_frame):
     at = run_app("spotcheck", annotator="alice", c_kind="dataset", c_variant="adv", c_n="10")
     for key in ("lab_a", "lab_b", "lab_tie"):
         at.button(key=key).click().run()
@@ -189,7 +173,7 @@ def test_spotcheck_resumes_and_measures_agreement(env):
 
 # ------------------------------------------------------------------------------------------- export
 
-def test_export_page_filters_and_writes_inside_the_folder(env):
+def test_export_page_filters_and_writes_inside_the_folder(run_app, find_frame, app_env):
     at = run_app("export", e_q="20", e_variant="adv")
     summ = find_frame(at, "group", "n")
     assert summ.set_index("group")["n"].to_dict() == {"all": 160, "kept": 128, "dropped": 32}
@@ -198,10 +182,10 @@ def test_export_page_filters_and_writes_inside_the_folder(env):
     submit = [b for b in at.button if b.proto.label == "Export"][0]
     submit.click().run()
     assert not at.exception and any("Exported 128 pairs" in s.value for s in at.success)
-    out = env / "exports" / "escape"
+    out = app_env / "exports" / "escape"
     card = json.loads((out / "card.json").read_text())
     assert card["n"] == 128 and card["format"] == "parquet" and (out / "data.parquet").exists()
-    assert not (env / "escape").exists() and not (env.parent / "escape").exists()
+    assert not (app_env / "escape").exists() and not (app_env.parent / "escape").exists()
     submit = [b for b in at.button if b.proto.label == "Export"][0]
     submit.click().run()
     assert any("already exists" in e.value for e in at.error)
@@ -209,13 +193,13 @@ def test_export_page_filters_and_writes_inside_the_folder(env):
 
 # ------------------------------------------------------------------------------------------- prompt map
 
-def test_prompt_map(env):
+def test_prompt_map(run_app):
     at = run_app("prompt_map", m_max="2000")
     assert any("160 of 160 prompts shown" in c.value for c in at.caption)
     assert any("Nothing selected" in c.value for c in at.caption)
 
 
-def test_prompt_map_missing(env, tmp_path, monkeypatch):
+def test_prompt_map_missing(run_app, tmp_path, monkeypatch):
     path = synthetic.make_synthetic_db(tmp_path / "nomap.duckdb", 30, seed=13)
     with store.writer(path) as con:
         con.execute("DELETE FROM prompt_map")
@@ -224,8 +208,8 @@ def test_prompt_map_missing(env, tmp_path, monkeypatch):
     assert any("No prompt map" in i.value for i in at.info)
 
 
-def test_selection_travels_to_browser_and_export(env):
-    at = AppTest.from_file(MAIN, default_timeout=90)
+def test_selection_travels_to_browser_and_export(find_frame, app_env, app_main):
+    at = AppTest.from_file(app_main, default_timeout=90)
     at.session_state["selection"] = {"ids": ["hand-07", "hand-08", "evil"], "origin": "prompt map (test)"}
     at.run()
     at.query_params.update({"b_only": "false"})

@@ -13,15 +13,11 @@ import pytest
 from analysis.queries import export as E
 from analysis.queries import filtering
 from analysis.storage import store
-from analysis.data import synthetic
 
 
 @pytest.fixture(scope="module")
-def db(tmp_path_factory):
-    path = tmp_path_factory.mktemp("exp") / "seam.duckdb"
-    synthetic.make_synthetic_db(path, 120, seed=4)
-    synthetic.add_hand_rows(path)
-    return path
+def db(synthetic_db):
+    return synthetic_db(120, seed=4)
 
 
 SPEC = filtering.FilterSpec(variant="adv", policy="pm-sft-1k", reward="rm-10k", mode="top", q=0.25)

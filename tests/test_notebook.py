@@ -1,10 +1,8 @@
 """The worked notebook runs top to bottom on a real DuckDB file and shows real numbers."""
 
-import os
 from pathlib import Path
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
 from analysis.data.synthetic import make_synthetic_db

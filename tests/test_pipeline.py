@@ -4,7 +4,6 @@ Slow: these load real weights (converted once into a shared cache dir for the se
 """
 
 import gzip
-import json
 import os
 import signal
 import subprocess

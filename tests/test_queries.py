@@ -20,11 +20,8 @@ from analysis.data import synthetic
 
 
 @pytest.fixture(scope="module")
-def db(tmp_path_factory):
-    path = tmp_path_factory.mktemp("q") / "seam.duckdb"
-    synthetic.make_synthetic_db(path, 300, seed=1)
-    synthetic.add_hand_rows(path)
-    return path
+def db(synthetic_db):
+    return synthetic_db(300, seed=1)
 
 
 @pytest.fixture()

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analysis.data import synthetic
 from analysis.storage import store
 # The query layer's public names, imported in one place (the module is being split by page).
 from analysis.queries.browser import BrowseFilter, browse_count, browse_page
@@ -24,8 +23,8 @@ junk = st.lists(st.sampled_from(SPECIAL) | st.text(max_size=3), max_size=8).map(
 
 
 @pytest.fixture(scope="module")
-def db(tmp_path_factory):
-    path = synthetic.make_synthetic_db(tmp_path_factory.mktemp("prop") / "seam.duckdb", 60, seed=4)
+def db(synthetic_db):
+    path = synthetic_db(60, seed=4, hand_rows=False)
     con = store.connect(path, read_only=True)
     opts = {
         "variants": [r[0] for r in con.execute("SELECT DISTINCT variant FROM seam_metrics ORDER BY 1").fetchall()],
