@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", type=Path, default=DEFAULT_DB)
     p.set_defaults(func=cmd_merge)
 
-    from analysis.study.experiment import add_experiment_parsers  # both import torch lazily
+    from analysis.study.run import add_experiment_parsers  # both import torch lazily
     from analysis.models.train_pm import add_train_pm_parser
 
     add_experiment_parsers(sub)

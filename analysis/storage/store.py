@@ -148,25 +148,7 @@ def upsert_model(con: duckdb.DuckDBPyConnection, model: str, role: str, resolved
     )
 
 
-# ---------------------------------------------------------------- runs
-
-def start_run(db: Path, run_id: str, command: str, config: dict, versions: dict) -> None:
-    with writer(db) as con:
-        con.execute(
-            "INSERT OR REPLACE INTO runs (run_id, command, status, started_at, config, versions, models, summary)"
-            " VALUES (?, ?, 'running', current_timestamp, ?, ?, '{}', '{}')",
-            [run_id, command, json.dumps(config, default=str), json.dumps(versions)],
-        )
-
-
-def finish_run(db: Path, run_id: str, status: str, summary: dict, models: dict | None = None) -> None:
-    with writer(db) as con:
-        con.execute(
-            "UPDATE runs SET status = ?, finished_at = current_timestamp, summary = ?,"
-            " models = coalesce(?, models) WHERE run_id = ?",
-            [status, json.dumps(summary, default=str),
-             json.dumps(models, default=str) if models is not None else None, run_id],
-        )
+# The run ledger (`runs`) lives in analysis/storage/ledger.py.
 
 
 # ---------------------------------------------------------------- work lists (resume)
