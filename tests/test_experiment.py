@@ -111,17 +111,22 @@ def test_experiment_end_to_end_tiny(tmp_path, monkeypatch):
         eval_prompts=12, human_pairs_limit=8, policy_samples=2, gen_max_new_tokens=8, k=1, selection_q=[0.5],
         seeds=1, aug_base_pairs=16, aug_pairs=8, n_resamples=100, progress=False)
     summary = run_experiment(cfg, log=lambda m: None)
-    assert summary["table_rows"]["saturation_grid"] == 2 * 2
+    assert summary["table_rows"]["saturation_grid"] == 2 * 2, summary
     con = duckdb.connect(str(db), read_only=True)
     try:
         def one(sql):
             return con.execute(sql).fetchone()
 
         # saturation grid: every PM x RM cell, sane values, the columns the dashboard reads
-        n, bad = one("""SELECT count(*), count(*) FILTER (WHERE NOT (quality_lo <= quality AND quality <= quality_hi)
-                                                          OR win_rate < 0 OR win_rate > 1 OR n <> 4 OR bon_n <> 2)
-                        FROM saturation_grid""")
-        assert n == 4 and bad == 0
+        grid = con.execute("SELECT policy_label, reward_label, quality_lo, quality, quality_hi, win_rate, n, bon_n"
+                           " FROM saturation_grid ORDER BY ALL").fetchall()
+        assert len(grid) == 4, f"saturation_grid has {len(grid)} rows, expected 2 PMs x 2 RMs: {grid}"
+        for pm, rm, lo, q, hi, win, n, bon_n in grid:
+            cell = f"cell {pm} x {rm} (notes: {summary['notes']})"
+            assert n == 4, f"{cell}: n = {n} prompts, expected all 4 bon prompts"
+            assert bon_n == 2, f"{cell}: bon_n = {bon_n}, expected 2 samples per prompt"
+            assert None not in (lo, q, hi) and lo <= q <= hi, f"{cell}: quality {q} outside its interval [{lo}, {hi}]"
+            assert win is not None and 0 <= win <= 1, f"{cell}: win rate {win} not in [0, 1]"
         assert one("SELECT count(*) FROM saturation_grid WHERE quality > oracle_quality + 1e-9")[0] == 0
         assert one("SELECT count(DISTINCT axis) FROM saturation_summary")[0] == 2
         assert one("SELECT count(*) FROM saturation_curve")[0] == 4 * 2

@@ -319,7 +319,7 @@ def describe(db: Path) -> dict:
                           " FROM responses GROUP BY variant ORDER BY variant"),
             "rejects_by_reason": q("SELECT dataset, split_part(reason, ':', 1) AS reason, count(*) AS n, min(source_row)"
                                    " AS first_row FROM rejects GROUP BY ALL ORDER BY n DESC LIMIT 20"),
-            "runs": q("SELECT run_id, command, status, started_at, finished_at FROM runs"
+            "runs": q("SELECT run_id, command, status, started_at, finished_at, pid, host, proc_start FROM runs"
                       " ORDER BY started_at DESC LIMIT 5"),
             "seam": q("SELECT variant, policy, reward, count(*) AS n, avg(seam) AS mean_seam,"
                       " median(seam) AS median_seam, avg(hack_rate) AS hack_rate"
