@@ -9,13 +9,16 @@ parsed with markdown-it: none may contain an image, a link or HTML, nor the host
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 
 from analysis.data import synthetic
 from analysis.storage import store
-from test_app_pages import MAIN
+
+MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 
 HOSTILE = ["![x](http://evil/x.png)", "<img src=x>", "[link](javascript:alert(1))", "**bold**", "$x$"]
 H = " ".join(HOSTILE)  # prefixed to every text value in the DB

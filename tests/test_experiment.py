@@ -1,6 +1,5 @@
-"""`seam experiment` (analysis/experiment.py): config, CLI, store, and a tiny real end-to-end run (slow)."""
+"""`seam experiment` (analysis/study/): config, CLI, store, and a tiny real end-to-end run (slow)."""
 
-import argparse
 import json
 import math
 import os
@@ -9,15 +8,14 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from analysis.storage import experiment_store
-from analysis.study.experiment import SFT, SMOLLM, ExperimentConfig, add_experiment_parsers, config_from_args
+from analysis.storage import experiment_store, ledger
+from analysis.study.config import SFT, SMOLLM, ExperimentConfig
+from analysis.cli import build_parser
+from analysis.study.run import _Setup, make_splits
 
 
 def _parse(argv):
-    ap = argparse.ArgumentParser(prog="seam")
-    sub = ap.add_subparsers(dest="command", required=True)
-    add_experiment_parsers(sub)
-    return ap.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def test_config_defaults_and_quick():
@@ -40,17 +38,17 @@ def test_cli_flags_map_to_config(tmp_path):
     args = _parse(["experiment", "--quick", "--db", str(tmp_path / "x.duckdb"), "--rm-sizes", "0,8,all",
                    "--policy", SMOLLM, "--policy", SFT, "--samples", "3", "--selection-q", "0.2,0.4",
                    "--human-pairs", "none", "--seeds", "4", "--quiet"])
-    cfg = config_from_args(args)
+    cfg = ExperimentConfig.from_args(args)
     assert cfg.name == "quick" and cfg.rm_sizes == [0, 8, None] and cfg.policies == [SMOLLM, SFT]
     assert cfg.policy_samples == 3 and cfg.selection_q == [0.2, 0.4] and cfg.human_pairs is None
     assert cfg.seeds == 4 and cfg.progress is False and cfg.db == tmp_path / "x.duckdb"
-    full = config_from_args(_parse(["experiment", "--db", str(tmp_path / "y.duckdb")]))
+    full = ExperimentConfig.from_args(_parse(["experiment", "--db", str(tmp_path / "y.duckdb")]))
     assert full.name == "full" and full.human_pairs == "auto"
 
 
 def test_store_roundtrip(tmp_path):
     db = tmp_path / "e.duckdb"
-    experiment_store.start_run(db, "r1", "t", {"a": 1}, {"python": "3"})
+    ledger.start_run(db, "r1", "experiment", {"name": "t", "a": 1}, {"python": "3"})
     counts = experiment_store.write_results(db, {
         "saturation_grid": [dict(run_id="r1", policy="p", reward="r", metric="bon_gold", quality=0.5,
                                  quality_lo=0.4, quality_hi=float("nan"), n=3, bon_n=4)],
@@ -58,18 +56,19 @@ def test_store_roundtrip(tmp_path):
                                 k=3, n=10, rate=0.3, lo=0.1, hi=0.6, ties=0)],
     })
     assert counts["saturation_grid"] == 1 and counts["selection_results"] == 0
-    experiment_store.finish_run(db, "r1", "done", {"x": 2})
+    ledger.finish_run(db, "r1", "done", {"x": 2})
     con = duckdb.connect(str(db), read_only=True)
     try:
         row = con.execute("SELECT policy, reward, quality, quality_lo, quality_hi, n, metric FROM saturation_grid").fetchone()
         assert row == ("p", "r", 0.5, 0.4, None, 3, "bon_gold")   # NaN is stored as NULL
-        assert con.execute("SELECT status, json_extract(summary, '$.x') FROM experiment_runs").fetchone() == ("done", "2")
+        assert con.execute("SELECT name, status, json_extract(summary, '$.x') FROM experiment_runs").fetchone() == (
+            "t", "done", "2")
         tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         assert set(experiment_store.RESULT_TABLES) <= tables
     finally:
         con.close()
     # a second run replaces the results, keeps the history
-    experiment_store.start_run(db, "r2", "t", {}, {})
+    ledger.start_run(db, "r2", "experiment", {}, {})
     experiment_store.write_results(db, {})
     con = duckdb.connect(str(db), read_only=True)
     try:
@@ -82,11 +81,9 @@ def test_store_roundtrip(tmp_path):
 
 
 def test_splits_deterministic_and_disjoint(tmp_path):
-    from analysis.study.experiment import Experiment
-
     cfg = ExperimentConfig.quick(db=tmp_path / "s.duckdb", human_pairs=None)
-    a, b = Experiment(cfg, log=lambda m: None), Experiment(cfg, log=lambda m: None)
-    a.make_splits(), b.make_splits()
+    a, b = _Setup(), _Setup()
+    make_splits(cfg, a, lambda m: None), make_splits(cfg, b, lambda m: None)
     ids = {k: [s.sample_id for s in v] for k, v in a.splits.items()}
     assert ids == {k: [s.sample_id for s in v] for k, v in b.splits.items()}
     assert len(ids["bon"]) == cfg.bon_prompts and len(ids["pool"]) == cfg.pool_prompts
@@ -102,7 +99,7 @@ def test_splits_deterministic_and_disjoint(tmp_path):
 
 @pytest.mark.slow
 def test_experiment_end_to_end_tiny(tmp_path, monkeypatch):
-    from analysis.study.experiment import run_experiment
+    from analysis.study.run import run_experiment
 
     models = Path(os.environ.get("SEAM_TEST_MODELS", tmp_path / "models"))
     db = tmp_path / "exp.duckdb"
@@ -111,17 +108,22 @@ def test_experiment_end_to_end_tiny(tmp_path, monkeypatch):
         eval_prompts=12, human_pairs_limit=8, policy_samples=2, gen_max_new_tokens=8, k=1, selection_q=[0.5],
         seeds=1, aug_base_pairs=16, aug_pairs=8, n_resamples=100, progress=False)
     summary = run_experiment(cfg, log=lambda m: None)
-    assert summary["table_rows"]["saturation_grid"] == 2 * 2
+    assert summary["table_rows"]["saturation_grid"] == 2 * 2, summary
     con = duckdb.connect(str(db), read_only=True)
     try:
         def one(sql):
             return con.execute(sql).fetchone()
 
         # saturation grid: every PM x RM cell, sane values, the columns the dashboard reads
-        n, bad = one("""SELECT count(*), count(*) FILTER (WHERE NOT (quality_lo <= quality AND quality <= quality_hi)
-                                                          OR win_rate < 0 OR win_rate > 1 OR n <> 4 OR bon_n <> 2)
-                        FROM saturation_grid""")
-        assert n == 4 and bad == 0
+        grid = con.execute("SELECT policy_label, reward_label, quality_lo, quality, quality_hi, win_rate, n, bon_n"
+                           " FROM saturation_grid ORDER BY ALL").fetchall()
+        assert len(grid) == 4, f"saturation_grid has {len(grid)} rows, expected 2 PMs x 2 RMs: {grid}"
+        for pm, rm, lo, q, hi, win, n, bon_n in grid:
+            cell = f"cell {pm} x {rm} (notes: {summary['notes']})"
+            assert n == 4, f"{cell}: n = {n} prompts, expected all 4 bon prompts"
+            assert bon_n == 2, f"{cell}: bon_n = {bon_n}, expected 2 samples per prompt"
+            assert None not in (lo, q, hi) and lo <= q <= hi, f"{cell}: quality {q} outside its interval [{lo}, {hi}]"
+            assert win is not None and 0 <= win <= 1, f"{cell}: win rate {win} not in [0, 1]"
         assert one("SELECT count(*) FROM saturation_grid WHERE quality > oracle_quality + 1e-9")[0] == 0
         assert one("SELECT count(DISTINCT axis) FROM saturation_summary")[0] == 2
         assert one("SELECT count(*) FROM saturation_curve")[0] == 4 * 2
@@ -176,17 +178,16 @@ def test_splits_skip_samples_owned_by_other_datasets(tmp_path):
     """A DB that already holds some chatterbot samples (e.g. from `seam demo`) keeps them; the experiment
     picks other prompts instead of silently losing them to the sample_id key."""
     from analysis.storage import store
-    from analysis.study.experiment import Experiment
 
     cfg = ExperimentConfig.quick(db=tmp_path / "s.duckdb", human_pairs=None)
-    first = Experiment(cfg, log=lambda m: None)
-    first.make_splits()
+    first = _Setup()
+    make_splits(cfg, first, lambda m: None)
     taken = first.splits["bon"][0]
     with store.writer(cfg.db) as con:
         store.insert(con, "samples", [dict(sample_id=taken.sample_id, dataset="builtin:chatterbot", source_row=0,
                                            source=None, prompt=taken.prompt, gold=taken.gold, rejected=None, meta={})])
-    again = Experiment(cfg, log=lambda m: None)
-    again.make_splits()
+    again = _Setup()
+    make_splits(cfg, again, lambda m: None)
     ids = [s.sample_id for s in again.splits["bon"]]
     assert taken.sample_id not in ids and len(ids) == cfg.bon_prompts
     assert any("already in the DB" in n for n in again.notes)

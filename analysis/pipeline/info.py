@@ -13,12 +13,19 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from analysis.storage import store
+from analysis.storage import ledger, store
 from analysis.stats.metrics import wilson
 
 
 def db_info(db: Path) -> dict:
-    return store.describe(Path(db))
+    """store.describe(), with a `running` run whose process is gone shown as interrupted (the next run
+    records it so in the ledger)."""
+    info = store.describe(Path(db))
+    for r in info["runs"]:
+        pid, host, proc_start = r.pop("pid", None), r.pop("host", None), r.pop("proc_start", None)
+        if ledger.is_stale(r["status"], pid, host, proc_start):
+            r["status"] = "interrupted"
+    return info
 
 
 def _table(title: str, rows: list[dict]) -> Table:
@@ -39,6 +46,8 @@ def render_info(info: dict, console: Console | None = None) -> None:
     console.print(_table("rows per table", [{"table": k, "rows": v} for k, v in info["tables"].items()]))
     for key in ("datasets", "models", "variants", "rejects_by_reason", "runs", "seam"):
         console.print(_table(key.replace("_", " "), info[key]))
+        if key == "runs" and any(r["status"] == "interrupted" for r in info["runs"]):
+            console.print("interrupted = killed before it finished; rerun the same command to resume")
     acc = []
     for r in info["rm_accuracy"]:
         p = wilson(r["correct"], r["correct"] + r["wrong"])

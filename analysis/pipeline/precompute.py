@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from analysis.storage import store
 from analysis.pipeline import preflight
 from analysis.pipeline.config import PrecomputeConfig
+from analysis.pipeline.runner import StageRunner
 from analysis.data.ingest import ColumnMap, Reject, Sample, content_id, open_records, parse_records, response_id
 
 PACKAGES = ("seam-lens", "torch", "transformers", "duckdb", "sentence-transformers", "umap-learn",
@@ -77,26 +78,17 @@ class Precompute:
     # ------------------------------------------------------------ orchestration
     def run(self) -> dict:
         cfg = self.cfg
-        store.start_run(self.db, self.run_id, "precompute", cfg.to_dict(), package_versions())
-        try:
+        with StageRunner(self.db, "precompute", cfg.to_dict(), package_versions(), log=self.log,
+                         run_id=self.run_id) as runner:
+            self.stats.timings = runner.timings   # the runner times the stages; the summary reports them
+            runner.failure_info = lambda: {k: v for k, v in self.stats.__dict__.items() if k != "timings"}
             for name, stage in [("ingest", self.ingest), ("embed", self.embed_prompts),
                                 ("contrast", self.build_contrast), ("adv", self.build_adv),
                                 ("generated", self.build_generated), ("policy_samples", self.build_policy_samples),
                                 ("pm_scores", self.score_policies), ("rm_scores", self.score_rewards),
                                 ("prompt_map", self.build_prompt_map), ("finalize", self.finalize)]:
-                t0 = time.perf_counter()
-                stage()
-                self.stats.timings[name] = round(time.perf_counter() - t0, 2)
-            summary = self.summary()
-            store.finish_run(self.db, self.run_id, "done", summary, self.model_records())
-            return summary
-        except BaseException as exc:
-            try:
-                store.finish_run(self.db, self.run_id, "failed",
-                                 {"error": repr(exc), **self.stats.__dict__})
-            except Exception:
-                pass
-            raise
+                runner.stage(name, stage)
+            return runner.finish(self.summary(), self.model_records())
 
     def _pbar(self, **kw):
         return tqdm(disable=not self.cfg.progress, dynamic_ncols=True, **kw)

@@ -2,7 +2,8 @@
 
 Same discipline as analysis/store.py: short write sessions through `store.writer`, all DDL in the
 .sql file. Result relations are replaced as a whole in one transaction at the end of a run (so a failed
-run leaves the previous results readable and intact); `experiment_runs` accumulates one row per run.
+run leaves the previous results readable and intact). The run history is the shared ledger
+(analysis/storage/ledger.py: `runs`, with `experiment_runs` as the view of the study's rows).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from typing import Any, Sequence
 import duckdb
 import pyarrow as pa
 
-from analysis.storage import store
+from analysis.storage import ledger, store
 
 SQL_FILE = "experiments.sql"
 
-# Result relations in the order they are documented (experiment_runs is the history, never replaced).
+# Result relations in the order they are documented (the run history is the ledger, never replaced).
 RESULT_TABLES = ("experiment_models", "model_quality", "saturation_grid", "saturation_curve", "saturation_picks",
                  "saturation_summary", "mismatch_rates", "seam_validation", "seam_validation_items",
                  "selection_results", "augmentation_results")
@@ -38,10 +39,11 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     read-write connection so their queries never fail on a DB without experiment results)."""
     for stmt in _statements():
         con.execute(stmt.replace("CREATE OR REPLACE TABLE", "CREATE TABLE IF NOT EXISTS", 1))
+    ledger.ensure(con)
 
 
 def reset_results(con: duckdb.DuckDBPyConnection) -> None:
-    """(Re)create all result relations empty; experiment_runs is kept."""
+    """(Re)create all result relations empty; the run ledger is kept."""
     for stmt in _statements():
         con.execute(stmt)
 
@@ -92,18 +94,3 @@ def write_results(db: Path, results: dict[str, list[dict]]) -> dict[str, int]:
     with store.writer(db) as con:
         reset_results(con)
         return {t: write(con, t, results.get(t, [])) for t in RESULT_TABLES}
-
-
-def start_run(db: Path, run_id: str, name: str, config: dict, versions: dict) -> None:
-    with store.writer(db) as con:
-        ensure_tables(con)
-        con.execute("INSERT OR REPLACE INTO experiment_runs (run_id, name, status, started_at, config, versions,"
-                    " summary) VALUES (?, ?, 'running', current_timestamp, ?, ?, '{}')",
-                    [run_id, name, json.dumps(config, default=str), json.dumps(versions, default=str)])
-
-
-def finish_run(db: Path, run_id: str, status: str, summary: dict) -> None:
-    with store.writer(db) as con:
-        ensure_tables(con)
-        con.execute("UPDATE experiment_runs SET status = ?, finished_at = current_timestamp, summary = ?"
-                    " WHERE run_id = ?", [status, json.dumps(summary, default=str), run_id])

@@ -166,25 +166,7 @@ def upsert_model(con: duckdb.DuckDBPyConnection, model: str, role: str, resolved
     )
 
 
-# ---------------------------------------------------------------- runs
-
-def start_run(db: Path, run_id: str, command: str, config: dict, versions: dict) -> None:
-    with writer(db) as con:
-        con.execute(
-            "INSERT OR REPLACE INTO runs (run_id, command, status, started_at, config, versions, models, summary)"
-            " VALUES (?, ?, 'running', current_timestamp, ?, ?, '{}', '{}')",
-            [run_id, command, json.dumps(config, default=str), json.dumps(versions)],
-        )
-
-
-def finish_run(db: Path, run_id: str, status: str, summary: dict, models: dict | None = None) -> None:
-    with writer(db) as con:
-        con.execute(
-            "UPDATE runs SET status = ?, finished_at = current_timestamp, summary = ?,"
-            " models = coalesce(?, models) WHERE run_id = ?",
-            [status, json.dumps(summary, default=str),
-             json.dumps(models, default=str) if models is not None else None, run_id],
-        )
+# The run ledger (`runs`) lives in analysis/storage/ledger.py.
 
 
 # ---------------------------------------------------------------- work lists (resume)
@@ -355,7 +337,7 @@ def describe(db: Path) -> dict:
                           " FROM responses GROUP BY variant ORDER BY variant"),
             "rejects_by_reason": q("SELECT dataset, split_part(reason, ':', 1) AS reason, count(*) AS n, min(source_row)"
                                    " AS first_row FROM rejects GROUP BY ALL ORDER BY n DESC LIMIT 20"),
-            "runs": q("SELECT run_id, command, status, started_at, finished_at FROM runs"
+            "runs": q("SELECT run_id, command, status, started_at, finished_at, pid, host, proc_start FROM runs"
                       " ORDER BY started_at DESC LIMIT 5"),
             "seam": q("SELECT variant, policy, reward, count(*) AS n, avg(seam) AS mean_seam,"
                       " median(seam) AS median_seam, avg(hack_rate) AS hack_rate"

@@ -41,10 +41,13 @@ cols[5].metric("rejected input rows", f"{c.get('rejects', 0):,}")
 runs = common.run(recent_runs, 5)
 if not runs.empty:
     last = runs.iloc[0]
-    box = {"done": st.success, "running": st.info, "failed": st.error}.get(str(last["status"]), st.info)
+    box = {"done": st.success, "running": st.info, "failed": st.error,
+           "interrupted": st.warning}.get(str(last["status"]), st.info)
     box(f"Last run: {common.md(last['command'])} — status **{common.md(last['status'])}**, started "
         f"{common.md(last['started_at'])}, finished "
-        f"{common.md(last['finished_at']) if pd.notna(last['finished_at']) else '—'}")
+        f"{common.md(last['finished_at']) if pd.notna(last['finished_at']) else '—'}"
+        + (" (killed before it finished; rerun the same command to resume)"
+           if last["status"] == "interrupted" else ""))
 
 # ------------------------------------------------------------------ headline: RM accuracy
 st.header("RM accuracy on dataset pairs")

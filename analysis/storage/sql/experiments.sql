@@ -1,18 +1,11 @@
 -- Relations written by `seam experiment` (analysis/experiment.py): the paper's analyses in miniature.
 -- Result relations are replaced as a whole at the end of each experiment run (one experiment result set
--- per DB, tagged with its run_id); experiment_runs keeps the history of every run with its full config.
+-- per DB, tagged with its run_id); the `runs` ledger keeps the history of every run with its full config.
 -- Documented in README.md ("Experiments"); notebooks/paper_miniature.ipynb reads them with plain SQL.
 
-CREATE TABLE IF NOT EXISTS experiment_runs (
-    run_id      VARCHAR PRIMARY KEY,
-    name        VARCHAR,            -- config name (quick | full | user-given): prefixes datasets and models
-    status      VARCHAR,            -- running | done | failed
-    started_at  TIMESTAMP,
-    finished_at TIMESTAMP,
-    config      JSON,               -- the whole ExperimentConfig (sizes, seeds, sampling settings, judge)
-    versions    JSON,
-    summary     JSON                -- timings per phase, counts, headline numbers
-);
+-- Run history: the shared ledger `runs` (schema.sql); `experiment_runs` is the view of its rows with
+-- command = 'experiment' (run_id, name, status, started_at, finished_at, config, versions, summary),
+-- created by analysis/storage/ledger.py.
 
 -- The axes: every PM / RM / judge used, its place on the axis and how it was made.
 CREATE OR REPLACE TABLE experiment_models (

@@ -86,7 +86,7 @@ CREATE TABLE IF NOT EXISTS prompt_map (
 CREATE TABLE IF NOT EXISTS runs (
     run_id      VARCHAR PRIMARY KEY,
     command     VARCHAR,
-    status      VARCHAR,            -- running | done | failed
+    status      VARCHAR,            -- running | done | failed | interrupted (killed; see ledger.py)
     started_at  TIMESTAMP,
     finished_at TIMESTAMP,
     config      JSON,
@@ -94,6 +94,11 @@ CREATE TABLE IF NOT EXISTS runs (
     models      JSON,
     summary     JSON
 );
+-- Who wrote a run (analysis/storage/ledger.py): a `running` row whose process is gone is marked
+-- `interrupted` by the next run, so a killed run never stays `running` forever.
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS pid INTEGER;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS host VARCHAR;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS proc_start VARCHAR;   -- the process's start time (pid reuse guard)
 
 -- Imported RLHF results of the user's own runs (seam import-rlhf FILE.csv).
 CREATE TABLE IF NOT EXISTS rlhf_results (
