@@ -288,12 +288,15 @@ class Precompute:
                 if sid in done:
                     continue
                 for idx, text in enumerate(texts):
-                    if not text.strip():
+                    # An empty answer (EOS first) is what the PM wrote: kept and scored like any other, so
+                    # every prompt has its n samples whatever the sampler drew (dropping them made the
+                    # number of best-of-N prompts depend on float noise in the first token's logits).
+                    empty = not text.strip()
+                    if empty:
                         self.stats.add(f"{variant}_empty")
-                        continue
                     prov = {"generator": generator, "temperature": cfg.gen_temperature,
                             "max_new_tokens": cfg.gen_max_new_tokens, "seed": cfg.seed, "batch": bi,
-                            "batch_size": bs,
+                            "batch_size": bs, "empty": empty,
                             "instruction": instruction, "same_as_gold": text.strip() == gold.strip()}
                     # generator and index in the id: two PMs (or two draws) writing the same text are
                     # distinct samples, not one response silently deduplicated away

@@ -405,7 +405,7 @@ def load(cfg: ExperimentConfig, setup: _Setup, log: Callable[[str], None]) -> St
     stored = data.samples_of.get(data.bon_dataset, [])
     dropped = len(stored) - len(data.bon_ids)
     if dropped:
-        setup.notes.append(f"{dropped} bon prompts left out: some PM produced < 2 distinct non-empty samples")
+        setup.notes.append(f"{dropped} bon prompts left out: some PM produced < 2 samples")
     if len(data.bon_ids) < 2:
         counts = {data.label(p): sum(len(data.by_sample[s].policy.get(p, [])) for s in stored) for p in data.policies}
         raise RuntimeError(f"only {len(data.bon_ids)} bon prompts have >= 2 samples from every PM (stored samples "
