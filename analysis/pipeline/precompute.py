@@ -8,6 +8,7 @@ rerun is a no-op. The final `seam_metrics` table is recomputed from the scores a
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import platform
@@ -23,7 +24,8 @@ from tqdm.auto import tqdm
 
 from analysis.storage import store
 from analysis.pipeline.config import PrecomputeConfig
-from analysis.data.ingest import ColumnMap, Reject, Sample, content_id, open_records, parse_records, response_id
+from analysis.data.ingest import (ColumnMap, Reject, Sample, content_id, legacy_sample_id, open_records, parse_records,
+                                  response_id)
 
 PACKAGES = ("seam-lens", "torch", "transformers", "duckdb", "sentence-transformers", "umap-learn",
             "numpy", "pandas", "gguf", "datasets", "streamlit")
@@ -108,8 +110,9 @@ class Precompute:
         samples: list[dict] = []
         responses: list[tuple] = []
         rejects: list[dict] = []
-        n_kept = 0
+        n_kept = n_rows = 0
         fmt_seen: set[str] = set()
+        legacy = store.legacy_sample_ids(self.db, cfg.name) if self.db.exists() else set()
 
         def flush() -> None:
             with store.writer(self.db) as con:
@@ -123,6 +126,11 @@ class Precompute:
         bar = self._pbar(desc="ingest", unit="row")
         for item in parse_records(records, dataset=cfg.name, fmt=cfg.format, columns=columns):
             bar.update(1)
+            n_rows += 1
+            if legacy and isinstance(item, Sample):
+                old = legacy_sample_id(item.prompt, item.gold)
+                if old in legacy:  # stored by an older version under its old id: keep that id
+                    item = dataclasses.replace(item, sample_id=old)
             if isinstance(item, Reject):
                 rejects.append({"dataset": item.dataset, "source_row": item.source_row,
                                 "reason": item.reason, "raw": item.raw})
@@ -145,6 +153,9 @@ class Precompute:
             if cfg.limit is not None and n_kept >= cfg.limit:
                 break
         bar.close()
+        if n_rows == 0:
+            raise ValueError(f"dataset {cfg.dataset!r} has no rows (empty file, empty array or split?); "
+                             "nothing to score: pass a dataset with rows")
         flush()
         self.stats.counts["samples"] = n_kept
         self.log(f"ingest: {n_kept} samples, {self.stats.counts.get('rejects', 0)} rejected rows")

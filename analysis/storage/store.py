@@ -94,9 +94,40 @@ def _sql(name: str) -> str:
 
 
 def init_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create tables, views and metric macros (idempotent)."""
+    """Create tables, views and metric macros, and migrate an older DB file in place (idempotent)."""
     for name in SQL_FILES:
         con.execute(_sql(name))
+    _migrate(con)
+
+
+def _migrate(con: duckdb.DuckDBPyConnection) -> None:
+    """Bring a DB written by an older version up to date without rewriting any row.
+
+    Sample ids once were hash(prompt, gold), which made the same pair in a second dataset collide with the
+    first and vanish. New rows get hash(dataset, prompt, gold); rows already stored keep their ids (the
+    labels sidecar and exports refer to them through response ids). The datasets that hold such rows are
+    recorded once, here, so the precompute can recognise their rows on a rerun instead of adding them again."""
+    if con.execute("SELECT 1 FROM seam_meta WHERE key = 'sample_ids'").fetchone():
+        return
+    legacy = [r[0] for r in con.execute("SELECT DISTINCT dataset FROM samples ORDER BY 1").fetchall()]
+    con.execute("INSERT OR IGNORE INTO seam_meta VALUES ('sample_ids', 'per-dataset'),"
+                " ('legacy_sample_id_datasets', ?)", [json.dumps(legacy)])
+
+
+def legacy_sample_ids(db: str | Path, dataset: str) -> set[str]:
+    """Ids of `dataset`'s rows if the DB stored them before ids included the dataset (else empty): a rerun
+    maps a pair to its stored legacy id when present. Only such datasets pay for this set."""
+    con = connect(db, read_only=True)
+    try:
+        try:
+            row = con.execute("SELECT value FROM seam_meta WHERE key = 'legacy_sample_id_datasets'").fetchone()
+        except duckdb.CatalogException:  # never opened for writing by this version: nothing stored yet
+            return set()
+        if not row or dataset not in json.loads(row[0]):
+            return set()
+        return {r[0] for r in con.execute("SELECT sample_id FROM samples WHERE dataset = ?", [dataset]).fetchall()}
+    finally:
+        con.close()
 
 
 def _is_lock_error(exc: Exception) -> bool:
