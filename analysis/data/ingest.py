@@ -305,8 +305,9 @@ def _json_records(path: Path) -> Iterator[dict]:
     reject marker per line: bad JSON, not an object, not UTF-8). Anything else (an array, a wrapper object,
     a line that is only the start of a pretty-printed document) is parsed as one document; that has to be
     read whole (the standard library cannot stream JSON arrays): convert big ones to JSONL or Parquet.
-    A document that does not parse is read as JSON lines after all when it did not start with '[',
-    so a JSONL file with a broken first line still yields its other rows."""
+    A document that does not parse is read as JSON lines after all (so a JSONL file with a broken or
+    non-object first line still yields its other rows), unless it opens a multi-line array: that is one
+    broken document, reported with its line and column."""
     first = None
     for lineno, raw in enumerate(_raw_lines(path), 1):
         if raw.strip():
@@ -330,7 +331,7 @@ def _json_records(path: Path) -> Iterator[dict]:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        if text.lstrip().startswith("["):
+        if head is None and first.lstrip().startswith("["):  # a multi-line array that does not parse
             raise ValueError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
                              "fix it there, or write one JSON object per line (JSONL)") from None
         yield from _jsonl_records(path)
