@@ -149,6 +149,21 @@ def resolve_model(ref: str, models_dir: Path | str | None = None) -> str:
     return ref  # a hub id: loaded (and cached) by transformers itself
 
 
+def canonical_ref(ref: str) -> str:
+    """The form of a model reference the DB stores: it must name the same model from any working directory.
+
+    A local path (an existing file or folder, a `.gguf`, or anything written as a path: ./x, ../x, ~/x, /x)
+    becomes absolute; `builtin:` names and hub ids stay as typed. So `cache/models/rm` typed in the repo and
+    `/home/me/repo/cache/models/rm` typed elsewhere are one model (same rows, scores reused), and a notebook in
+    another folder can load what the DB names. What the user typed is kept separately for display."""
+    if ref.startswith(BUILTIN_PREFIX):
+        return ref
+    path = Path(ref).expanduser()
+    if path.exists() or path.suffix.lower() == ".gguf" or ref.startswith((".", "/", "~")):
+        return os.path.abspath(path)
+    return ref
+
+
 def weights_sha256(path: Path | str) -> str:
     """sha256 over the weight files of a checkpoint (names + bytes, sorted), cached next to them.
 

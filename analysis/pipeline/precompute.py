@@ -78,6 +78,7 @@ class Precompute:
     # ------------------------------------------------------------ orchestration
     def run(self) -> dict:
         cfg = self.cfg
+        self._reuse_stored_refs()
         store.start_run(self.db, self.run_id, "precompute", cfg.to_dict(), package_versions())
         try:
             for name, stage in [("ingest", self.ingest), ("embed", self.embed_prompts),
@@ -98,6 +99,26 @@ class Precompute:
             except Exception:
                 pass
             raise
+
+    def _reuse_stored_refs(self) -> None:
+        """A DB written before references were stored absolute names a model as it was typed (e.g.
+        `cache/models/rm`). When the same reference is typed again, keep using that stored name, so its rows
+        and scores are reused instead of scored a second time under the absolute path."""
+        cfg = self.cfg
+        if not self.db.exists():
+            return
+        con = store.connect(self.db)
+        try:
+            stored = {(m, r) for m, r in con.execute("SELECT model, role FROM models").fetchall()}
+        finally:
+            con.close()
+        back = {canon: typed for canon, typed in cfg.given_refs.items()
+                if canon != typed and ((typed, "policy") in stored or (typed, "reward") in stored)}
+        if back:
+            cfg.policies = [back.get(r, r) for r in cfg.policies]
+            cfg.rewards = [back.get(r, r) for r in cfg.rewards]
+            cfg.generator = back.get(cfg.generator, cfg.generator) if cfg.generator else None
+            cfg.given_refs.update({t: t for t in back.values()})
 
     def _pbar(self, **kw):
         return tqdm(disable=not self.cfg.progress, dynamic_ncols=True, **kw)
@@ -275,7 +296,10 @@ class Precompute:
         from analysis.models.resolve import weights_sha256
         info = model.info()
         resolved = str(info.get("path", ref))
+        if Path(resolved).exists():
+            resolved = str(Path(resolved).absolute())
         sha = weights_sha256(resolved) if Path(resolved).exists() else ""
+        info = {**info, "given": self.cfg.given_refs.get(ref, ref)}
         with store.writer(self.db) as con:
             store.upsert_model(con, ref, role, resolved, sha, info)
 

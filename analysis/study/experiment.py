@@ -44,6 +44,7 @@ import gc
 import hashlib
 import json
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -55,6 +56,7 @@ from typing import Callable
 
 import numpy as np
 
+from analysis.models.resolve import canonical_ref
 from analysis.stats import estimators as E
 from analysis.storage import experiment_store
 from analysis.storage import store
@@ -391,7 +393,7 @@ class Experiment:
         from analysis.models.reward import RMTrainConfig, read_card, train_reward_model
 
         cfg = self.cfg
-        mdir = cfg.models_path
+        mdir = Path(os.path.abspath(cfg.models_path))  # absolute: the form the DB stores (canonical_ref)
         # PMs
         self.policies: list[str] = []
         for ref in cfg.policies:
@@ -401,6 +403,7 @@ class Experiment:
                 self.models[ref] = {"role": "policy", "label": f"{_pm_label(cfg.sft_base)}-sft-{cfg.sft_steps}",
                                     "train_pairs": cfg.sft_steps}
             else:
+                ref = canonical_ref(ref)
                 self.models[ref] = {"role": "policy", "label": _pm_label(ref), "train_pairs": 0}
             self.policies.append(ref)
         self.primary_pm = self.policies[0]
@@ -444,7 +447,7 @@ class Experiment:
                                        "info": {"kind": "auto: strongest RM here (privileged: saw the analysed "
                                                         "prompts' gold answers)", "val_accuracy": card.get("val_accuracy")}}
         else:
-            self.judge = cfg.gold_judge
+            self.judge = canonical_ref(cfg.gold_judge)
             self.models[self.judge] = {"role": "judge", "label": "judge", "train_pairs": None,
                                        "info": {"kind": "user-designated"}}
         if self.judge in self.rewards:
