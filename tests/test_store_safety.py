@@ -29,7 +29,7 @@ def test_writer_on_locked_db_says_who_and_gives_up_after_configured_time(tmp_pat
         pass
     holder = _hold_lock(db, read_only)
     try:
-        monkeypatch.setenv(store.LOCK_TIMEOUT_ENV, "3")
+        monkeypatch.setenv("SEAM_LOCK_TIMEOUT", "3")
         t0 = time.monotonic()
         with pytest.raises(store.StoreLocked) as err:
             with store.writer(db):
@@ -49,7 +49,7 @@ def test_writer_on_locked_db_says_who_and_gives_up_after_configured_time(tmp_pat
 
 
 def test_lock_timeout_env_must_be_seconds(monkeypatch):
-    monkeypatch.setenv(store.LOCK_TIMEOUT_ENV, "five")
+    monkeypatch.setenv("SEAM_LOCK_TIMEOUT", "five")
     with pytest.raises(ValueError, match="SEAM_LOCK_TIMEOUT"):
         store.lock_timeout_s()
 
