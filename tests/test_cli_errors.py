@@ -49,7 +49,7 @@ def test_broken_compressed_files(offline, capsys):
     whole = gzip.compress(b'{"prompt": "q", "chosen": "a", "rejected": "b"}\n' * 50)
     (offline / "cut.jsonl.gz").write_bytes(whole[: len(whole) // 2])
     (offline / "plain.jsonl.gz").write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n')
-    _one_line_error(capsys, ["precompute", "cut.jsonl.gz", "--db", "t.duckdb", "--quiet"], "ends early")
+    _one_line_error(capsys, ["precompute", "cut.jsonl.gz", "--db", "t.duckdb", "--quiet"], "cut.jsonl.gz", "truncated")
     _one_line_error(capsys, ["precompute", "plain.jsonl.gz", "--db", "t2.duckdb", "--quiet"], "gzip")
 
 

@@ -45,9 +45,10 @@ def split(items):
 def test_ids_are_stable_content_hashes():
     assert content_id("a", "b") == hashlib.sha256(b"a\x1fb").hexdigest()[:16]
     assert content_id("ab", "c") != content_id("a", "bc")
-    sid = sample_id("What is 2+2?", "4")
-    assert sid == sample_id("What is 2+2?", "4") and len(sid) == 16
-    assert sid != sample_id("What is 2+2?", "5")
+    sid = sample_id("What is 2+2?", "4", dataset="d")
+    assert sid == sample_id("What is 2+2?", "4", dataset="d") and len(sid) == 16
+    assert sid != sample_id("What is 2+2?", "5", dataset="d")
+    assert sid != sample_id("What is 2+2?", "4", dataset="other"), "the dataset must be part of the identity"
     rid = response_id(sid, "adv", "four")
     assert rid == response_id(sid, "adv", "four")
     assert rid != response_id(sid, "contrast", "four")

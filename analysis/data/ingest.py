@@ -11,8 +11,10 @@ Why it looks like this:
   human-readable reason ("<category>: <detail>"; group by the part before ':' to count by kind).
   Rows a reader cannot even decode (bad JSON line, ragged CSV row) reach the parser as a marker
   record (`REJECT_KEY`) so they are counted like any other malformed row.
-* **Stable ids.** `sample_id` is a content hash of (prompt, gold), so labels and exports keyed by it
-  survive re-ingestion, reordering and sharding; `response_id` likewise for each scored response.
+* **Stable ids.** `sample_id` is a content hash of (dataset name, prompt, gold), so labels and exports keyed
+  by it survive re-ingestion, reordering and sharding, and the same pair in two datasets is two samples
+  (one per dataset, never one silently dropped); `response_id` likewise for each scored response.
+  DBs written when the id was hash(prompt, gold) keep those ids (`legacy_sample_id`).
 
 Formats (`detect_format`): `trl` ({prompt, chosen, rejected}, plain strings or conversational lists of
 {role, content} messages, prompt optional for the conversational form), `stackexchange` ({question,
@@ -37,6 +39,7 @@ import lzma
 import os
 import re
 import sys
+import zlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -78,8 +81,16 @@ def content_id(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:16]
 
 
-def sample_id(prompt: str, gold: str) -> str:
-    """Id of a (prompt, gold answer) pair: the same pair from any source or run gets the same id."""
+def sample_id(prompt: str, gold: str, *, dataset: str) -> str:
+    """Id of a (prompt, gold answer) pair within a dataset: the same pair in the same dataset gets the same
+    id on every run and machine; the same pair in another dataset is another sample (its own id), so
+    ingesting a file under a second name never collides with (and silently drops against) the first."""
+    return content_id("sample", dataset, prompt, gold)
+
+
+def legacy_sample_id(prompt: str, gold: str) -> str:
+    """The id DBs written before sample ids included the dataset gave a pair. Such rows keep their ids (labels
+    and exports refer to them); the precompute reuses them when it sees the same pair in the same dataset."""
     return content_id("sample", prompt, gold)
 
 
@@ -110,6 +121,12 @@ class Reject:
     source_row: int
     reason: str
     raw: str
+
+    def __post_init__(self) -> None:
+        # The reason and raw text go into the DB as UTF-8: lone surrogates (from JSON escapes or undecodable
+        # bytes) are written as visible escapes instead of failing the whole chunk's insert.
+        object.__setattr__(self, "reason", _storable(self.reason))
+        object.__setattr__(self, "raw", _storable(self.raw))
 
     @property
     def kind(self) -> str:
@@ -175,6 +192,7 @@ def open_records(source: str, *, split: str = "train", data_dir: str | None = No
         return _hf_records(str(path), split=split, data_dir=data_dir)
     if path.is_file():
         fmt = file_format or _format_from_suffix(path)
+        _check_file(path)
         return _file_records(path, fmt)
     if _looks_like_path(source):
         raise FileNotFoundError(f"dataset file not found: {source}")
@@ -200,17 +218,64 @@ def _format_from_suffix(path: Path) -> str:
                      f"{', '.join(sorted(_FILE_FORMATS))} (optionally .gz/.bz2/.xz), or pass file_format=")
 
 
-def _open_text(path: Path):
+_MAGIC = {".gz": (b"\x1f\x8b", "gzip"), ".bz2": (b"BZh", "bzip2"), ".xz": (b"\xfd7zXZ\x00", "xz")}
+# What a broken compressed stream raises: truncated (EOFError), not that format (BadGzipFile is an OSError),
+# corrupt data (zlib.error, lzma.LZMAError).
+_STREAM_ERRORS = (EOFError, OSError, zlib.error, lzma.LZMAError)
+
+
+def _check_file(path: Path) -> None:
+    """Refuse, before anything is loaded, a file that cannot hold rows: empty, or not the compression its
+    suffix says (one line naming the file and the fix, instead of a traceback at the first row)."""
+    size = path.stat().st_size
+    if size == 0:
+        raise ValueError(f"dataset file {path} is empty: nothing to ingest; pass a file with rows")
+    magic = _MAGIC.get(path.suffix.lower())
+    if magic is not None:
+        with open(path, "rb") as fh:
+            head = fh.read(len(magic[0]))
+        if head != magic[0]:
+            raise ValueError(f"{path} is not {magic[1]}-compressed (its first bytes are {head!r}); "
+                             f"rename it without {path.suffix} if it is plain text, or re-download it")
+
+
+def _open_binary(path: Path):
     opener = _COMPRESSED.get(path.suffix.lower())
-    if opener is not None:
-        return opener(path, "rt", encoding="utf-8-sig", newline="")
-    return open(path, "rt", encoding="utf-8-sig", newline="")
+    return opener(path, "rb") if opener is not None else open(path, "rb")
+
+
+def _stream_error(path: Path, exc: BaseException) -> ValueError:
+    kind = _MAGIC.get(path.suffix.lower(), (None, "readable"))[1]
+    return ValueError(f"cannot read {path}: {exc}; the file is truncated or not valid {kind} data: "
+                      "re-download it, or decompress it yourself and pass the plain file")
+
+
+def _raw_lines(path: Path) -> Iterator[bytes]:
+    """The file's lines as bytes (decompressed), with a broken compressed stream as one ValueError."""
+    try:
+        with _open_binary(path) as fh:
+            yield from fh
+    except _STREAM_ERRORS as exc:
+        if path.suffix.lower() not in _COMPRESSED:
+            raise
+        raise _stream_error(path, exc) from exc
+
+
+def _decode_line(raw: bytes, lineno: int) -> tuple[str, str | None]:
+    """(text, problem): a line that is not UTF-8 comes back decoded with U+FFFD and a reject reason naming the
+    line, the byte and the fix, so one bad byte costs one row, not the whole file."""
+    if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # UTF-8 byte-order mark
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        bad = raw[exc.start]
+        return raw.decode("utf-8", "replace"), (f"invalid UTF-8: line {lineno}: byte 0x{bad:02x} at column "
+                                                f"{exc.start + 1}; re-save the file as UTF-8")
 
 
 def _file_records(path: Path, fmt: str) -> Iterator[dict]:
-    if fmt == "jsonl":
-        return _jsonl_records(path)
-    if fmt == "json":
+    if fmt in ("jsonl", "json"):
         return _json_records(path)
     if fmt == "parquet":
         return _parquet_records(path)
@@ -219,54 +284,70 @@ def _file_records(path: Path, fmt: str) -> Iterator[dict]:
     raise ValueError(f"unknown file_format {fmt!r}; use jsonl, json, parquet, csv or tsv")
 
 
-def _jsonl_records(path: Path) -> Iterator[dict]:
-    """One record per non-blank line; a line that is not a JSON object becomes a reject marker."""
-    with _open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield {REJECT_KEY: f"invalid JSON: line {lineno}: {exc.msg}", RAW_KEY: line[:RAW_LIMIT]}
-                continue
-            if not isinstance(obj, dict):
-                yield {REJECT_KEY: f"not an object: line {lineno} is a JSON {type(obj).__name__}",
-                       RAW_KEY: line[:RAW_LIMIT]}
-                continue
-            yield obj
+_RECORD_KEYS = frozenset({"prompt", "chosen", "rejected", "question", "response_j", "response_k",
+                          *_GOLD_PROMPT_KEYS, *_GOLD_ANSWER_KEYS})
+
+
+def _wrapped_list(obj: Any) -> list | None:
+    """The records of a wrapper object like {"data": [{...}, ...]}: no record field of its own and exactly one
+    value that is a list of objects. None for anything else (a record, e.g. conversational TRL, stays a record)."""
+    if not isinstance(obj, dict) or _RECORD_KEYS & set(obj):
+        return None
+    lists = [v for v in obj.values() if isinstance(v, list)]
+    if len(lists) == 1 and lists[0] and all(isinstance(x, dict) for x in lists[0]):
+        return lists[0]
+    return None
 
 
 def _json_records(path: Path) -> Iterator[dict]:
-    """A .json file is either JSON lines in disguise (streamed) or one JSON document.
+    """JSON lines, streamed; or one JSON document (an array of records, or {"data": [...]}), whatever the
+    suffix says, on one line or pretty-printed.
 
-    A document (an array of records, or an object holding one such array, e.g. {"data": [...]})
-    has to be parsed whole — JSON arrays cannot be streamed with the standard library; convert
-    big ones to JSONL or Parquet."""
-    with _open_text(path) as fh:
-        first = ""
-        for line in fh:
-            if line.strip():
-                first = line
-                break
+    Decided from the first non-blank line: a JSON object that is a record means JSON lines (one record or
+    reject marker per line: bad JSON, not an object, not UTF-8). Anything else (an array, a wrapper object,
+    a line that is only the start of a pretty-printed document) is parsed as one document; that has to be
+    read whole (the standard library cannot stream JSON arrays): convert big ones to JSONL or Parquet.
+    A document that does not parse is read as JSON lines after all (so a JSONL file with a broken or
+    non-object first line still yields its other rows), unless it opens a multi-line array: that is one
+    broken document, reported with its line and column."""
+    first = None
+    for lineno, raw in enumerate(_raw_lines(path), 1):
+        if raw.strip():
+            first = _decode_line(raw, lineno)[0]
+            break
+    if first is None:
+        return
     try:
-        head = json.loads(first) if first else None
+        head = json.loads(first)
     except json.JSONDecodeError:
         head = None
-    if isinstance(head, dict):
+    if isinstance(head, dict) and _wrapped_list(head) is None:
         yield from _jsonl_records(path)
         return
-    with _open_text(path) as fh:
-        doc = json.load(fh)
-    if isinstance(doc, dict):
-        lists = [v for v in doc.values() if isinstance(v, list)]
-        if len(lists) != 1:
-            raise ValueError(f"{path.name}: a JSON object must hold exactly one list of records "
-                             f"(found {len(lists)}); or use JSON lines")
-        doc = lists[0]
-    if not isinstance(doc, list):
-        raise ValueError(f"{path.name}: expected a JSON array of records, got {type(doc).__name__}")
-    for i, obj in enumerate(doc):
+    data = b"".join(_raw_lines(path))
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    # surrogateescape: bytes that are not UTF-8 survive as lone surrogates, and parse_records rejects the one
+    # item holding them (an array has no lines to reject) instead of refusing the whole file.
+    text = data.decode("utf-8", "surrogateescape")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if head is None and first.lstrip().startswith("["):  # a multi-line array that does not parse
+            raise ValueError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+                             "fix it there, or write one JSON object per line (JSONL)") from None
+        yield from _jsonl_records(path)
+        return
+    items = _wrapped_list(doc)
+    if items is None:
+        if isinstance(doc, dict):
+            items = [doc]  # one (pretty-printed) record
+        elif isinstance(doc, list):
+            items = doc
+        else:
+            raise ValueError(f"{path}: expected JSON records (objects, an array of objects or "
+                             f'{{"data": [...]}}), got a JSON {type(doc).__name__}')
+    for i, obj in enumerate(items):
         if isinstance(obj, dict):
             yield obj
         else:
@@ -274,29 +355,100 @@ def _json_records(path: Path) -> Iterator[dict]:
                    RAW_KEY: json.dumps(obj, ensure_ascii=False, default=str)[:RAW_LIMIT]}
 
 
+def _jsonl_records(path: Path) -> Iterator[dict]:
+    """One record per non-blank line; a line that is not UTF-8 or not a JSON object becomes a reject marker."""
+    for lineno, raw in enumerate(_raw_lines(path), 1):
+        if not raw.strip():
+            continue
+        line, problem = _decode_line(raw, lineno)
+        if problem:
+            yield {REJECT_KEY: problem, RAW_KEY: line[:RAW_LIMIT]}
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield {REJECT_KEY: f"invalid JSON: line {lineno}: {exc.msg}", RAW_KEY: line[:RAW_LIMIT]}
+            continue
+        if not isinstance(obj, dict):
+            yield {REJECT_KEY: f"not an object: line {lineno} is a JSON {type(obj).__name__}",
+                   RAW_KEY: line[:RAW_LIMIT]}
+            continue
+        yield obj
+
+
 def _parquet_records(path: Path, batch_size: int = 1024) -> Iterator[dict]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
-    pf = pq.ParquetFile(path)
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"{path} is not a readable Parquet file ({exc}); re-export it, or pass "
+                         "file_format= / a suffix that matches its content") from exc
     for batch in pf.iter_batches(batch_size=batch_size):
         yield from batch.to_pylist()
 
 
+class _DecodedLines:
+    """Text lines for csv.reader from a byte stream: lines that are not UTF-8 are decoded with U+FFFD and
+    their problem kept by line number, so the CSV reader can turn exactly those rows into rejects."""
+
+    def __init__(self, path: Path):
+        self.problems: dict[int, str] = {}
+        self._it = enumerate(_raw_lines(path), 1)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        lineno, raw = next(self._it)
+        text, problem = _decode_line(raw, lineno)
+        if problem:
+            self.problems[lineno] = problem
+        return text
+
+
 def _csv_records(path: Path, delimiter: str) -> Iterator[dict]:
-    """csv.DictReader, streamed. Cells are strings; a row with more cells than the header is a reject."""
+    """csv.DictReader (strict quoting), streamed. Cells are strings. Rejected with the line they start on:
+    a row with more cells than the header, bad quoting, an unterminated quote (which would otherwise
+    swallow the rest of the file into one cell) and non-UTF-8 bytes."""
     try:
         csv.field_size_limit(sys.maxsize)
     except OverflowError:  # C long is 32-bit on some platforms
         csv.field_size_limit(2**31 - 1)
-    with _open_text(path) as fh:
-        reader = csv.DictReader(fh, delimiter=delimiter)
-        for row in reader:
-            if None in row:
-                extra = row.pop(None)
-                yield {REJECT_KEY: f"malformed CSV row: {len(extra)} more cell(s) than header columns "
-                                   f"(line {reader.line_num})",
-                       RAW_KEY: json.dumps({**row, "_extra": extra}, ensure_ascii=False)[:RAW_LIMIT]}
-                continue
-            yield row
+    lines = _DecodedLines(path)
+    reader = csv.DictReader(lines, delimiter=delimiter, strict=True)
+    try:
+        reader.fieldnames  # reads the header, so line_num counts from it
+    except csv.Error as exc:
+        raise ValueError(f"{path}: the CSV header (line 1) does not parse: {exc}; fix it") from None
+    rows = iter(reader)
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            end = reader.line_num
+            if "unexpected end of data" in str(exc):
+                reason = (f"malformed CSV: unterminated quote in the row starting at line {start} "
+                          f"(it runs to the end of the file, line {end}); close the quote")
+            else:
+                reason = f"malformed CSV: {exc} (row starting at line {start})"
+            yield {REJECT_KEY: reason, RAW_KEY: f"lines {start}-{end}"}
+            continue
+        bad = [n for n in range(start, reader.line_num + 1) if n in lines.problems]
+        if bad:
+            yield {REJECT_KEY: lines.problems[bad[0]],
+                   RAW_KEY: json.dumps(row, ensure_ascii=False, default=str)[:RAW_LIMIT]}
+            continue
+        if None in row:
+            extra = row.pop(None)
+            yield {REJECT_KEY: f"malformed CSV row: {len(extra)} more cell(s) than header columns "
+                               f"(line {start})",
+                   RAW_KEY: json.dumps({**row, "_extra": extra}, ensure_ascii=False)[:RAW_LIMIT]}
+            continue
+        yield row
 
 
 def _hf_records(source: str, *, split: str, data_dir: str | None) -> Iterator[dict]:
@@ -404,6 +556,34 @@ class _RowError(Exception):
     """A row-level problem: becomes a Reject with this message as reason."""
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _storable(text: str) -> str:
+    """`text` with lone surrogates as backslash escapes, so it always encodes as UTF-8."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8") if _SURROGATE.search(text) else text
+
+
+def _surrogate_in(value: Any, where: str = "") -> str | None:
+    """Where (field path) a lone surrogate sits in a row, if anywhere: JSON escapes like "\\ud800" or bytes
+    that were not UTF-8 decode to one; no text store can hold it, so the row is rejected, not mangled."""
+    if isinstance(value, str):
+        return where or "value" if _SURROGATE.search(value) else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str) and _SURROGATE.search(k):
+                return f"a key of {where or 'the row'}"
+            hit = _surrogate_in(v, f"{where}.{k}" if where else str(k))
+            if hit:
+                return hit
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            hit = _surrogate_in(v, f"{where}[{i}]")
+            if hit:
+                return hit
+    return None
+
+
 def _norm(text: str) -> str:
     return " ".join(text.split())
 
@@ -443,10 +623,14 @@ def _get_str(rec: dict, key: str, label: str | None = None) -> str:
 
 def _messages(val: Any, label: str) -> list[dict]:
     if not isinstance(val, list):
-        raise _RowError(f"non-list field: {label!r} is {type(val).__name__} (conversational TRL)")
+        raise _RowError(f"mixed field types: {label!r} is {type(val).__name__} while the responses are message "
+                        "lists; give it as a list of {role, content} messages too")
     out = []
     for m in val:
-        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+        if not isinstance(m, dict):
+            raise _RowError(f"wrong type: {label!r} is a list of {type(m).__name__}, expected a string or a "
+                            "list of {role, content} messages")
+        if "role" not in m or "content" not in m:
             raise _RowError(f"bad message: {label!r} items need role and content")
         if not isinstance(m["content"], str):
             raise _RowError(f"non-string field: message content in {label!r} is {type(m['content']).__name__}")
@@ -540,8 +724,15 @@ def _first_key(rec: dict, keys: tuple[str, ...]) -> str:
 def _extract(rec: dict, fmt: str) -> tuple[str, str, str | None]:
     """(prompt, gold, rejected) of one canonical row in format `fmt`, or _RowError."""
     if fmt == "trl":
-        if any(isinstance(rec.get(k), list) for k in ("prompt", "chosen", "rejected")):
+        kinds = {k: type(rec.get(k)).__name__ for k in ("chosen", "rejected")}
+        if all(isinstance(rec.get(k), list) for k in ("chosen", "rejected")):
             return _split_conversation(rec)
+        if any(isinstance(rec.get(k), list) for k in ("chosen", "rejected")):
+            raise _RowError(f"mixed field types: 'chosen' is {kinds['chosen']} but 'rejected' is "
+                            f"{kinds['rejected']}; both must be strings or both lists of {{role, content}} messages")
+        if isinstance(rec.get("prompt"), list):
+            raise _RowError("mixed field types: 'prompt' is a list but 'chosen'/'rejected' are not; "
+                            "use strings throughout or message lists throughout")
         prompt = _get_str(rec, "prompt").strip()
         return prompt, _get_str(rec, "chosen").strip(), _get_str(rec, "rejected").strip()
     if fmt == "stackexchange":
@@ -597,6 +788,11 @@ def parse_records(records: Iterable[dict], *, dataset: str, fmt: str = "auto",
         if REJECT_KEY in record:
             yield Reject(dataset, row, str(record[REJECT_KEY]), str(record.get(RAW_KEY, ""))[:RAW_LIMIT])
             continue
+        bad_text = _surrogate_in(record)
+        if bad_text:
+            yield Reject(dataset, row, f"invalid text: lone surrogate or undecodable byte in {bad_text}; fix the "
+                                       "JSON escape or re-save the file as UTF-8", _truncate_raw(record))
+            continue
         if locked is None:
             try:
                 locked = detect_format(record, columns)
@@ -614,7 +810,7 @@ def parse_records(records: Iterable[dict], *, dataset: str, fmt: str = "auto",
         except _RowError as exc:
             yield Reject(dataset, row, str(exc), _truncate_raw(record))
             continue
-        sid = sample_id(prompt, gold)
+        sid = sample_id(prompt, gold, dataset=dataset)
         key = int(sid, 16)
         if key in seen:
             yield Reject(dataset, row, f"duplicate sample: same prompt and gold as row {seen[key]}",

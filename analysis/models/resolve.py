@@ -15,9 +15,11 @@ Accepted references:
   Gemma terms of use apply: https://ai.google.dev/gemma/terms);
 * anything else -> a Hugging Face hub id, returned unchanged (real users on a GPU box).
 
-Conversions are atomic: the checkpoint is built in a temporary sibling directory and renamed into place, so a kill
-mid-conversion never leaves a half model that a later run would trust. A file lock keeps two concurrent runs from
-converting the same model twice.
+Conversions are atomic: the checkpoint is built in a fresh temporary directory (created by the conversion, the only
+thing it ever deletes) and renamed into place, so a kill mid-conversion never leaves a half model that a later run
+would trust, and a failed conversion never removes anything it did not create. Folder names derived from user input
+(a GGUF's file name) are validated to be one plain path component (`checked_dirname`): `..gguf` once mapped to the
+models folder itself. A file lock keeps two concurrent runs from converting the same model twice.
 """
 
 from __future__ import annotations
@@ -147,6 +149,21 @@ def resolve_model(ref: str, models_dir: Path | str | None = None) -> str:
     return ref  # a hub id: loaded (and cached) by transformers itself
 
 
+def canonical_ref(ref: str) -> str:
+    """The form of a model reference the DB stores: it must name the same model from any working directory.
+
+    A local path (an existing file or folder, a `.gguf`, or anything written as a path: ./x, ../x, ~/x, /x)
+    becomes absolute; `builtin:` names and hub ids stay as typed. So `cache/models/rm` typed in the repo and
+    `/home/me/repo/cache/models/rm` typed elsewhere are one model (same rows, scores reused), and a notebook in
+    another folder can load what the DB names. What the user typed is kept separately for display."""
+    if ref.startswith(BUILTIN_PREFIX):
+        return ref
+    path = Path(ref).expanduser()
+    if path.exists() or path.suffix.lower() == ".gguf" or ref.startswith((".", "/", "~")):
+        return os.path.abspath(path)
+    return ref
+
+
 def weights_sha256(path: Path | str) -> str:
     """sha256 over the weight files of a checkpoint (names + bytes, sorted), cached next to them.
 
@@ -258,21 +275,45 @@ def _resolve_builtin(spec: _Builtin, models_dir: Path) -> Path:
     return target
 
 
+def checked_dirname(name: str, what: str) -> str:
+    """`name` if it is safe as one folder name directly inside a models folder, else ValueError.
+
+    Why: the name comes from user input (a file name), and `models_dir / name` must never be the models folder
+    itself, its parent, or a path elsewhere. Names starting with '.' are reserved for our temporary and lock files."""
+    bad = None
+    if not name or not name.strip():
+        bad = "it is empty"
+    elif name in (".", ".."):
+        bad = f"{name!r} is not a folder name"
+    elif "/" in name or "\\" in name or "\0" in name or (os.altsep and os.altsep in name):
+        bad = "it contains a path separator"
+    elif name.startswith("."):
+        bad = "names starting with '.' are reserved for temporary files"
+    if bad:
+        raise ValueError(f"cannot use {name!r} (from {what}) as a model folder name: {bad}; "
+                         "rename the file (e.g. my-model.gguf) and pass it again")
+    return name
+
+
 def _resolve_gguf_file(gguf: Path, models_dir: Path) -> Path:
-    """`<stem>` keyed by the GGUF's absolute path: the same file maps to the same dir; a different file with the same
-    name gets `<stem>-<hash>` instead of silently reusing someone else's weights."""
+    """`<stem>` keyed by the GGUF's absolute path: the same file maps to the same dir; a different file (or a folder
+    that is not a finished conversion) with the same name gets `<stem>-<hash>` instead of silently reusing someone
+    else's weights or replacing their folder."""
     st = gguf.stat()
-    target = models_dir / gguf.stem
-    if _is_complete(target):
-        meta = _read_meta(target)
+    stem = checked_dirname(gguf.stem, f"GGUF file {gguf.name!r}")
+    target = models_dir / stem
+    if target.exists():
+        meta = _read_meta(target) if _is_complete(target) else {}
         if meta.get("source") == str(gguf):
             if meta.get("source_size") != st.st_size:
                 _say(f"warning: {gguf} changed size since it was converted to {target}; "
                      "delete that directory to re-convert")
             return target
-        target = models_dir / f"{gguf.stem}-{hashlib.sha256(str(gguf).encode()).hexdigest()[:8]}"
+        target = models_dir / f"{stem}-{hashlib.sha256(str(gguf).encode()).hexdigest()[:8]}"
         if _is_complete(target):
             return target
+        if target.exists():
+            raise ValueError(f"{target} exists but is not a finished conversion of {gguf}; move it away and rerun")
     models_dir.mkdir(parents=True, exist_ok=True)
     with _lock(models_dir / f".{target.name}.lock"):
         if _is_complete(target):
@@ -295,6 +336,9 @@ def _convert_gguf(gguf: Path, target: Path, meta: dict[str, Any], notice: str = 
     # A GGUF-loaded model keeps its (de)quantizer and refuses save_pretrained; the weights are plain floats now.
     model.hf_quantizer = None
     model.config.quantization_config = None
+    if target.parent.resolve() == target.resolve() or target.name in ("", ".", ".."):
+        raise ValueError(f"refusing to convert into {target}: not a folder inside {target.parent}")
+    # The only folder this function ever deletes is `tmp`, which it creates here itself.
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the checkpoint should be as readable as any other
     try:
@@ -310,10 +354,11 @@ def _convert_gguf(gguf: Path, target: Path, meta: dict[str, Any], notice: str = 
         try:
             os.rename(tmp, target)
         except OSError:
+            # Another process finished the same conversion first (fine), or a folder that is not ours took the
+            # name meanwhile: never delete it, say so.
             if not _is_complete(target):
-                if target.exists():  # a stale, incomplete dir (not one of ours) blocks the rename
-                    shutil.rmtree(target)
-                os.rename(tmp, target)
+                raise ValueError(f"{target} appeared while converting {gguf.name} and is not a finished "
+                                 "conversion; move it away and rerun") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -60,6 +60,15 @@ class PrecomputeConfig:
 
     def __post_init__(self) -> None:
         self.db = Path(self.db)
+        # Model references are stored in a form that works from any directory (absolute local paths);
+        # what the user typed is kept for display (models.info.given).
+        from analysis.models.resolve import canonical_ref
+        typed = [*self.policies, *self.rewards, *([self.generator] if self.generator else [])]
+        self.given_refs: dict[str, str] = {canonical_ref(r): r for r in typed}
+        self.policies = [canonical_ref(r) for r in self.policies]
+        self.rewards = [canonical_ref(r) for r in self.rewards]
+        if self.generator:
+            self.generator = canonical_ref(self.generator)
         unknown = set(self.variants) - set(ALL_VARIANTS)
         if unknown:
             raise ValueError(f"unknown variants {sorted(unknown)}; choose from {', '.join(ALL_VARIANTS)}")

@@ -8,6 +8,7 @@ rerun is a no-op. The final `seam_metrics` table is recomputed from the scores a
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import platform
@@ -25,7 +26,8 @@ from analysis.storage import store
 from analysis.pipeline import preflight
 from analysis.pipeline.config import PrecomputeConfig
 from analysis.pipeline.runner import StageRunner
-from analysis.data.ingest import ColumnMap, Reject, Sample, content_id, open_records, parse_records, response_id
+from analysis.data.ingest import (ColumnMap, Reject, Sample, content_id, legacy_sample_id, open_records, parse_records,
+                                  response_id)
 
 PACKAGES = ("seam-lens", "torch", "transformers", "duckdb", "sentence-transformers", "umap-learn",
             "numpy", "pandas", "gguf", "datasets", "streamlit")
@@ -78,6 +80,7 @@ class Precompute:
     # ------------------------------------------------------------ orchestration
     def run(self) -> dict:
         cfg = self.cfg
+        self._reuse_stored_refs()
         with StageRunner(self.db, "precompute", cfg.to_dict(), package_versions(), log=self.log,
                          run_id=self.run_id) as runner:
             self.stats.timings = runner.timings   # the runner times the stages; the summary reports them
@@ -90,6 +93,26 @@ class Precompute:
                 runner.stage(name, stage)
             return runner.finish(self.summary(), self.model_records())
 
+    def _reuse_stored_refs(self) -> None:
+        """A DB written before references were stored absolute names a model as it was typed (e.g.
+        `cache/models/rm`). When the same reference is typed again, keep using that stored name, so its rows
+        and scores are reused instead of scored a second time under the absolute path."""
+        cfg = self.cfg
+        if not self.db.exists():
+            return
+        con = store.connect(self.db)
+        try:
+            stored = {(m, r) for m, r in con.execute("SELECT model, role FROM models").fetchall()}
+        finally:
+            con.close()
+        back = {canon: typed for canon, typed in cfg.given_refs.items()
+                if canon != typed and ((typed, "policy") in stored or (typed, "reward") in stored)}
+        if back:
+            cfg.policies = [back.get(r, r) for r in cfg.policies]
+            cfg.rewards = [back.get(r, r) for r in cfg.rewards]
+            cfg.generator = back.get(cfg.generator, cfg.generator) if cfg.generator else None
+            cfg.given_refs.update({t: t for t in back.values()})
+
     def _pbar(self, **kw):
         return tqdm(disable=not self.cfg.progress, dynamic_ncols=True, **kw)
 
@@ -101,8 +124,9 @@ class Precompute:
         samples: list[dict] = []
         responses: list[tuple] = []
         rejects: list[dict] = []
-        n_kept = 0
+        n_kept = n_rows = 0
         fmt_seen: set[str] = set()
+        legacy = store.legacy_sample_ids(self.db, cfg.name) if self.db.exists() else set()
 
         def flush() -> None:
             with store.writer(self.db) as con:
@@ -116,6 +140,11 @@ class Precompute:
         bar = self._pbar(desc="ingest", unit="row")
         for item in parse_records(records, dataset=cfg.name, fmt=cfg.format, columns=columns):
             bar.update(1)
+            n_rows += 1
+            if legacy and isinstance(item, Sample):
+                old = legacy_sample_id(item.prompt, item.gold)
+                if old in legacy:  # stored by an older version under its old id: keep that id
+                    item = dataclasses.replace(item, sample_id=old)
             if isinstance(item, Reject):
                 rejects.append({"dataset": item.dataset, "source_row": item.source_row,
                                 "reason": item.reason, "raw": item.raw})
@@ -138,6 +167,9 @@ class Precompute:
             if cfg.limit is not None and n_kept >= cfg.limit:
                 break
         bar.close()
+        if n_rows == 0:
+            raise ValueError(f"dataset {cfg.dataset!r} has no rows (empty file, empty array or split?); "
+                             "nothing to score: pass a dataset with rows")
         flush()
         self.stats.counts["samples"] = n_kept
         self.log(f"ingest: {n_kept} samples, {self.stats.counts.get('rejects', 0)} rejected rows")
@@ -257,7 +289,10 @@ class Precompute:
         from analysis.models.resolve import weights_sha256
         info = model.info()
         resolved = str(info.get("path", ref))
+        if Path(resolved).exists():
+            resolved = str(Path(resolved).absolute())
         sha = weights_sha256(resolved) if Path(resolved).exists() else ""
+        info = {**info, "given": self.cfg.given_refs.get(ref, ref)}
         with store.writer(self.db) as con:
             store.upsert_model(con, ref, role, resolved, sha, info)
 

@@ -63,35 +63,37 @@ def check_dataset(ref: str) -> None:
                         "check the path")
 
 
-def check_model(ref: str, role: str) -> None:
-    """`ref` resolves to a model without loading it: builtin, checkpoint folder, .gguf file, or hub id."""
+def check_model(ref: str, role: str, shown: str | None = None) -> None:
+    """`ref` resolves to a model without loading it: builtin, checkpoint folder, .gguf file, or hub id.
+    `shown`: the reference as the user typed it (messages name that, not the absolute form)."""
     flag = f"--{role}"
+    name = shown or ref
     if ref.startswith(BUILTIN_PREFIX):
         if ref[len(BUILTIN_PREFIX):] not in BUILTINS:
-            raise UserError(f"{flag} {ref}: unknown built-in model; choose one of "
+            raise UserError(f"{flag} {name}: unknown built-in model; choose one of "
                             + ", ".join(BUILTIN_PREFIX + k for k in BUILTINS))
         return
     path = Path(ref).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise UserError(f"{flag} {ref}: folder has no config.json, so it is not a transformers checkpoint; "
+            raise UserError(f"{flag} {name}: folder has no config.json, so it is not a transformers checkpoint; "
                             "pass the folder that holds config.json and the weights")
         return
     if path.is_file():
         if path.suffix.lower() != ".gguf":
-            raise UserError(f"{flag} {ref}: a file that is not .gguf; pass a checkpoint folder, a .gguf file "
+            raise UserError(f"{flag} {name}: a file that is not .gguf; pass a checkpoint folder, a .gguf file "
                             "or a hub id")
         return
     if path.suffix.lower() == ".gguf":
-        raise UserError(f"{flag} {ref}: no such .gguf file; check the path")
+        raise UserError(f"{flag} {name}: no such .gguf file; check the path")
     if ref.startswith((".", "/", "~")) or not _HUB_ID.match(ref):
-        raise UserError(f"{flag} {ref}: no such folder, and not a hub id of the form org/name; check the path")
+        raise UserError(f"{flag} {name}: no such folder, and not a hub id of the form org/name; check the path")
     from huggingface_hub import try_to_load_from_cache
 
     if isinstance(try_to_load_from_cache(ref, "config.json"), str):
         return
     if _offline():
-        raise UserError(f"{flag} {ref}: no such folder, and not in the local Hugging Face cache while "
+        raise UserError(f"{flag} {name}: no such folder, and not in the local Hugging Face cache while "
                         "HF_HUB_OFFLINE is set; download it first or pass a local checkpoint folder")
     from huggingface_hub import HfApi
 
@@ -99,21 +101,23 @@ def check_model(ref: str, role: str) -> None:
         HfApi().model_info(ref, timeout=10)
     except Exception as exc:  # noqa: BLE001 - any failure means the model cannot be loaded either
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"{flag} {ref}: no such local folder, not in the Hugging Face cache, and the hub "
+        raise UserError(f"{flag} {name}: no such local folder, not in the Hugging Face cache, and the hub "
                         f"lookup failed ({first}); check the reference or your network") from exc
 
 
-def check_models(policies: Iterable[str] = (), rewards: Iterable[str] = ()) -> None:
+def check_models(policies: Iterable[str] = (), rewards: Iterable[str] = (),
+                 given: dict[str, str] | None = None) -> None:
+    given = given or {}
     for ref in policies:
-        check_model(ref, "policy")
+        check_model(ref, "policy", given.get(ref))
     for ref in rewards:
-        check_model(ref, "reward")
+        check_model(ref, "reward", given.get(ref))
 
 
 def check_precompute(cfg) -> None:
     """Everything `seam precompute` will need, checked before the first row is read."""
     check_db(cfg.db)
     check_dataset(cfg.dataset)
-    check_models(cfg.policies, cfg.rewards)
+    check_models(cfg.policies, cfg.rewards, cfg.given_refs)
     if cfg.generator:
-        check_model(cfg.generator, "generator")
+        check_model(cfg.generator, "generator", cfg.given_refs.get(cfg.generator))

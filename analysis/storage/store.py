@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import sys
 import time
 from contextlib import contextmanager
 from importlib import resources
@@ -43,8 +45,48 @@ DATA_TABLES = ("datasets", "samples", "rejects", "responses", "models", "pm_scor
                "prompt_embeddings", "prompt_map")
 
 
-class StoreLocked(RuntimeError):
-    """Raised when the DB stayed locked by another process for longer than the timeout."""
+class StoreLocked(RuntimeError, ValueError):
+    """Raised when the DB stayed locked by another process for longer than the timeout.
+
+    Also a ValueError: a lock held by someone else is a user-side condition, and the CLI prints
+    ValueErrors as one line (problem, holder, fix) instead of a traceback."""
+
+
+#: Seconds a writer waits for a locked DB before giving up (env var; the `lock_timeout_s` argument wins).
+LOCK_TIMEOUT_ENV = "SEAM_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT_S = 300.0
+#: Where the README explains how notebooks should read the DB without blocking writers.
+LOCK_HELP = ("notebooks and scripts: open `duckdb.connect(db, read_only=True)` per query and close it "
+             "(README: SQL interface)")
+
+
+def sql_string(value: str | Path) -> str:
+    """`value` as a single-quoted SQL string literal. Only for statements that take no parameters
+    (COPY ... TO, SET): everything else passes values as `?` parameters."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def lock_timeout_s() -> float:
+    """The writer's lock wait: $SEAM_LOCK_TIMEOUT seconds, else 300."""
+    env = os.environ.get(LOCK_TIMEOUT_ENV)
+    if not env:
+        return DEFAULT_LOCK_TIMEOUT_S
+    try:
+        value = float(env)
+    except ValueError:
+        raise ValueError(f"{LOCK_TIMEOUT_ENV}={env!r} is not a number of seconds; e.g. {LOCK_TIMEOUT_ENV}=60") from None
+    if value < 0:
+        raise ValueError(f"{LOCK_TIMEOUT_ENV}={env!r} must be >= 0 seconds")
+    return value
+
+
+def lock_holder(exc: Exception) -> str | None:
+    """Who holds the lock, from DuckDB's error text ('... is held in /usr/bin/python3 (PID 123) ...')."""
+    m = re.search(r"held in (.+?) \(PID (\d+)\)", str(exc))
+    if m:
+        return f"PID {m.group(2)} ({m.group(1)})"
+    m = re.search(r"PID (\d+)", str(exc))
+    return f"PID {m.group(1)}" if m else None
 
 
 def _sql(name: str) -> str:
@@ -52,9 +94,40 @@ def _sql(name: str) -> str:
 
 
 def init_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create tables, views and metric macros (idempotent)."""
+    """Create tables, views and metric macros, and migrate an older DB file in place (idempotent)."""
     for name in SQL_FILES:
         con.execute(_sql(name))
+    _migrate(con)
+
+
+def _migrate(con: duckdb.DuckDBPyConnection) -> None:
+    """Bring a DB written by an older version up to date without rewriting any row.
+
+    Sample ids once were hash(prompt, gold), which made the same pair in a second dataset collide with the
+    first and vanish. New rows get hash(dataset, prompt, gold); rows already stored keep their ids (the
+    labels sidecar and exports refer to them through response ids). The datasets that hold such rows are
+    recorded once, here, so the precompute can recognise their rows on a rerun instead of adding them again."""
+    if con.execute("SELECT 1 FROM seam_meta WHERE key = 'sample_ids'").fetchone():
+        return
+    legacy = [r[0] for r in con.execute("SELECT DISTINCT dataset FROM samples ORDER BY 1").fetchall()]
+    con.execute("INSERT OR IGNORE INTO seam_meta VALUES ('sample_ids', 'per-dataset'),"
+                " ('legacy_sample_id_datasets', ?)", [json.dumps(legacy)])
+
+
+def legacy_sample_ids(db: str | Path, dataset: str) -> set[str]:
+    """Ids of `dataset`'s rows if the DB stored them before ids included the dataset (else empty): a rerun
+    maps a pair to its stored legacy id when present. Only such datasets pay for this set."""
+    con = connect(db, read_only=True)
+    try:
+        try:
+            row = con.execute("SELECT value FROM seam_meta WHERE key = 'legacy_sample_id_datasets'").fetchone()
+        except duckdb.CatalogException:  # never opened for writing by this version: nothing stored yet
+            return set()
+        if not row or dataset not in json.loads(row[0]):
+            return set()
+        return {r[0] for r in con.execute("SELECT sample_id FROM samples WHERE dataset = ?", [dataset]).fetchall()}
+    finally:
+        con.close()
 
 
 def read_macros(con: duckdb.DuckDBPyConnection) -> None:
@@ -76,24 +149,39 @@ def _is_lock_error(exc: Exception) -> bool:
     return "lock" in msg or "conflicting" in msg or "being used by another" in msg
 
 
-def connect(db: str | Path, *, read_only: bool = True, timeout_s: float = 30.0) -> duckdb.DuckDBPyConnection:
+def connect(db: str | Path, *, read_only: bool = True, timeout_s: float = 30.0,
+            say: bool = False) -> duckdb.DuckDBPyConnection:
     """Open the DB, retrying while another process holds the write lock.
 
     Readers use this per query batch and close promptly so a running precompute can get in too.
+    With `say`, a wait longer than a second is announced once on stderr, naming the holder, so a
+    writer blocked by a forgotten notebook connection never stalls without a word.
     """
     db = Path(db)
     if read_only and not db.exists():
         raise FileNotFoundError(f"no results DB at {db}: run `seam precompute` or `seam demo` first")
-    deadline = time.monotonic() + timeout_s
+    start = time.monotonic()
+    deadline = start + timeout_s
     delay = 0.05
+    announced = False
     while True:
         try:
             con = duckdb.connect(str(db), read_only=read_only)
+            if announced:
+                print(f"[seam] {db}: lock released after {time.monotonic() - start:.0f}s; continuing",
+                      file=sys.stderr, flush=True)
         except (duckdb.IOException, duckdb.ConnectionException) as exc:
-            if not _is_lock_error(exc) or time.monotonic() > deadline:
-                if _is_lock_error(exc):
-                    raise StoreLocked(f"{db} is locked by another process for > {timeout_s:.0f}s") from exc
+            if not _is_lock_error(exc):
                 raise
+            holder = lock_holder(exc) or "another process"
+            if time.monotonic() > deadline:
+                raise StoreLocked(f"{db} is locked by {holder}; gave up after {timeout_s:.0f}s. Close that "
+                                  f"connection (or stop that process) and rerun; {LOCK_HELP}; wait longer with "
+                                  f"{LOCK_TIMEOUT_ENV}=SECONDS") from exc
+            if say and not announced and time.monotonic() - start >= 1.0:
+                announced = True
+                print(f"[seam] {db} is locked by {holder}; waiting up to {timeout_s:.0f}s "
+                      f"({LOCK_TIMEOUT_ENV}=SECONDS to change; {LOCK_HELP})", file=sys.stderr, flush=True)
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
             continue
@@ -103,14 +191,17 @@ def connect(db: str | Path, *, read_only: bool = True, timeout_s: float = 30.0) 
 
 
 @contextmanager
-def writer(db: str | Path, *, timeout_s: float = 300.0) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A short read-write session: one transaction, committed on success, rolled back on error."""
+def writer(db: str | Path, *, timeout_s: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short read-write session: one transaction, committed on success, rolled back on error.
+
+    Waits for a locked DB up to `timeout_s` (default: $SEAM_LOCK_TIMEOUT, else 300 s), saying on
+    stderr who holds the lock, then raises StoreLocked with one line naming the holder and the fix."""
     db = Path(db)
     db.parent.mkdir(parents=True, exist_ok=True)
-    con = connect(db, read_only=False, timeout_s=timeout_s)
+    con = connect(db, read_only=False, timeout_s=lock_timeout_s() if timeout_s is None else timeout_s, say=True)
     try:
         # Bounded memory whatever the DB size: DuckDB spills joins/aggregates to <db>.tmp beyond this.
-        con.execute(f"SET memory_limit = '{memory_limit()}'")
+        con.execute(f"SET memory_limit = {sql_string(memory_limit())}")
         con.execute("SET preserve_insertion_order = false")
         init_schema(con)
         con.execute("BEGIN TRANSACTION")
@@ -260,7 +351,7 @@ def export_parts(db: Path, parts_dir: Path, shard_name: str) -> list[Path]:
             target = parts_dir / table / f"{shard_name}.parquet"
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_suffix(".parquet.tmp")
-            con.execute(f"COPY {table} TO '{tmp}' (FORMAT parquet)")
+            con.execute(f"COPY {table} TO {sql_string(tmp)} (FORMAT parquet)")
             tmp.replace(target)
             out.append(target)
     finally:

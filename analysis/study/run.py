@@ -49,6 +49,7 @@ import gc
 import hashlib
 import json
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -59,6 +60,7 @@ from typing import Callable
 
 import numpy as np
 
+from analysis.models.resolve import canonical_ref
 from analysis.pipeline.runner import StageRunner
 from analysis.storage import experiment_store, store
 from analysis.study import augmentation, mismatch, model_quality, saturation, seam_validation, selection
@@ -267,7 +269,7 @@ def train_models(cfg: ExperimentConfig, setup: _Setup, log: Callable[[str], None
     from analysis.pipeline.demo import load_pairs
     from analysis.models.reward import RMTrainConfig, read_card, train_reward_model
 
-    mdir = cfg.models_path
+    mdir = Path(os.path.abspath(cfg.models_path))  # absolute: the form the DB stores (canonical_ref)
     for ref in cfg.policies:
         if ref == SFT:
             ref = str(mdir / f"exp-{cfg.name}-{pm_label(cfg.sft_base)}-sft-{cfg.sft_steps}steps")
@@ -275,6 +277,7 @@ def train_models(cfg: ExperimentConfig, setup: _Setup, log: Callable[[str], None
             setup.models[ref] = {"role": "policy", "label": f"{pm_label(cfg.sft_base)}-sft-{cfg.sft_steps}",
                                  "train_pairs": cfg.sft_steps}
         else:
+            ref = canonical_ref(ref)
             setup.models[ref] = {"role": "policy", "label": pm_label(ref), "train_pairs": 0}
         setup.policies.append(ref)
     # RM axis: nested subsets of the train pairs (train_reward_model holds out the same seeded
@@ -314,7 +317,7 @@ def train_models(cfg: ExperimentConfig, setup: _Setup, log: Callable[[str], None
                                      "info": {"kind": "auto: strongest RM here (privileged: saw the analysed "
                                                       "prompts' gold answers)", "val_accuracy": card.get("val_accuracy")}}
     else:
-        setup.judge = cfg.gold_judge
+        setup.judge = canonical_ref(cfg.gold_judge)
         setup.models[setup.judge] = {"role": "judge", "label": "judge", "train_pairs": None,
                                      "info": {"kind": "user-designated"}}
     if setup.judge in setup.rewards:

@@ -2,6 +2,13 @@
 -- every write connection. Documented in README.md ("SQL interface"); notebooks and the app read these
 -- relations with plain SQL.
 
+-- Facts about the DB file itself (format migrations): key 'sample_ids' = 'per-dataset' once migrated,
+-- 'legacy_sample_id_datasets' = JSON list of datasets whose rows were stored with hash(prompt, gold) ids.
+CREATE TABLE IF NOT EXISTS seam_meta (
+    key         VARCHAR PRIMARY KEY,
+    value       VARCHAR
+);
+
 -- One row per ingested dataset (a dataset is named by the reference given on the command line).
 CREATE TABLE IF NOT EXISTS datasets (
     dataset     VARCHAR PRIMARY KEY,
@@ -10,8 +17,10 @@ CREATE TABLE IF NOT EXISTS datasets (
     added_at    TIMESTAMP DEFAULT current_timestamp
 );
 
--- One row per (prompt, gold response). sample_id is a content hash of (prompt, gold): stable across
--- reruns and machines, so labels and exports keyed by it survive re-ingestion.
+-- One row per (dataset, prompt, gold response). sample_id is a content hash of (dataset, prompt, gold):
+-- stable across reruns and machines, so labels and exports keyed by it survive re-ingestion; the same pair
+-- in two datasets is two samples. Rows written before the dataset was part of the id keep their old ids
+-- (hash(prompt, gold)); seam_meta lists the datasets that may hold such rows.
 CREATE TABLE IF NOT EXISTS samples (
     sample_id   VARCHAR PRIMARY KEY,
     dataset     VARCHAR NOT NULL,
