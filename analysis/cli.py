@@ -1,4 +1,4 @@
-"""`seam` command line: precompute, demo, app, info, train-rm, train-pm, experiment, import-rlhf, merge.
+"""`seam` command line: precompute, demo, app, info, train-rm, train-pm, experiment, import-rlhf, merge, rlhf-grid.
 
 Plain argparse (no extra dependency); each command's flags are generated from its config dataclass
 (`analysis.options`), so defaults and help text live in one place.
@@ -158,6 +158,14 @@ def cmd_merge(args) -> int:
     return 0
 
 
+def cmd_rlhf_grid(args) -> int:
+    from analysis.study.rlhf_grid import RLHFGridConfig, run_rlhf_grid
+
+    summary = run_rlhf_grid(from_args(RLHFGridConfig, args))
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """One sub-command per config: the flags come from the dataclasses above and in the packages."""
     from analysis.models.configs import RMTrainConfig
@@ -165,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     from analysis.pipeline.config import PrecomputeConfig
     from analysis.pipeline.demo import DemoConfig
     from analysis.study.experiment import add_experiment_parsers
+    from analysis.study.rlhf_grid import RLHFGridConfig
 
     ap = argparse.ArgumentParser(prog="seam", description="SEAM Lens: PM-RM seamlessness analysis")
     ap.add_argument("--debug", action="store_true", help="show the full traceback of an error")
@@ -183,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("import-rlhf", "import your own RLHF results (CSV columns pm, rm, score)", cmd_import_rlhf,
          [(ImportOptions, ())]),
         ("merge", "merge shard Parquet parts (from --shard runs) into one DB", cmd_merge, [(MergeOptions, ())]),
+        ("rlhf-grid", "real online RL (TRL RLOO) per PM x RM cell, judged on held-out prompts", cmd_rlhf_grid,
+         [(RLHFGridConfig, ())]),
     ]
     for name, help_text, func, configs in commands:
         p = sub.add_parser(name, help=help_text, description=help_text)
