@@ -232,6 +232,14 @@ def test_saturation_page_without_rlhf_grid_says_how_to_run_it(tmp_path, monkeypa
 
 # ------------------------------------------------------------------ end to end (real weights)
 
+def _fetch(db, sql):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
 @pytest.mark.slow
 def test_quick_grid_end_to_end_and_resume(tmp_path):
     """`seam rlhf-grid --quick` on SmolLM2 with a 64-pair demo RM; the judge is the default proxy judge.
@@ -275,10 +283,28 @@ def test_quick_grid_end_to_end_and_resume(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     summary = json.loads(second.stdout[second.stdout.index("{"):])
     assert summary["skipped"] == 1 and summary["cells"] == [], summary
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        assert con.execute("SELECT count(*) FROM rlhf_results").fetchone()[0] == 1
-        assert con.execute("SELECT count(*) FROM rlhf_curves").fetchone()[0] == 2
-    finally:
-        con.close()
+    counts = _fetch(db, "SELECT (SELECT count(*) FROM rlhf_results), (SELECT count(*) FROM rlhf_curves)")
+    assert counts == [(1, 2)], counts
     assert Path(model_dir).stat().st_mtime_ns == mtime, "the finished cell's policy was retrained"
+
+
+@pytest.mark.slow
+def test_sampled_logprobs_are_those_of_the_sampled_tokens(tmp_path):
+    """The KL estimate's log-probs: under the sampling model itself the log-ratio is exactly 0, and for
+    answers that ended with EOS they agree with `PolicyModel.score` of the decoded text (which rescores
+    text + EOS), so padding and positions are handled right."""
+    from analysis.models.policy import PolicyConfig, PolicyModel
+    from analysis.study.rlhf_grid import SMOLLM, sample_with_logprobs
+
+    models = Path(os.environ.get("SEAM_TEST_MODELS", tmp_path / "models"))
+    pm = PolicyModel(SMOLLM, models_dir=models, config=PolicyConfig(device="cpu"))
+    prompts = ["Hi", "What is your favourite colour and why do you like it?", "Tell me a joke", "Who are you?"]
+    texts, lp, lp_ref = sample_with_logprobs(pm, prompts, max_new_tokens=40, seed=0, ref=pm)
+    again = sample_with_logprobs(pm, prompts, max_new_tokens=40, seed=0)
+    assert again[0] == texts, "sampling with the same seed must repeat"
+    assert kl_items(lp, lp_ref).tolist() == [0.0] * 4
+    rescored = [s for s, _ in pm.score(prompts, texts, progress=False)]
+    ended = [i for i, t in enumerate(texts) if len(pm.tokenizer(t)["input_ids"]) < 35]
+    assert ended, texts
+    diffs = [abs(lp[i] - rescored[i]) for i in ended]
+    assert np.median(diffs) < 1e-2, (diffs, texts)

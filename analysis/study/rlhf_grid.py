@@ -17,11 +17,11 @@ trained policy is saved atomically to `<db dir>/rlhf/<cell_id>/` (LoRA adapters 
 after training and before the judge reuses the checkpoint.
 
 Evaluation (per cell, on held-out prompts disjoint from the training prompts): one answer per prompt from
-the starting PM and one from the trained policy, both sampled at temperature 1 (the policies themselves);
-the judge — an RM that is not in the grid, by default one trained on all the pairs of `--prompts` and
-labelled "proxy judge" — scores both. Stored: win rate (ties 1/2) with a bootstrap interval, the paired
-judge-reward gain with a bootstrap interval, and KL(trained ‖ start) estimated from the trained policy's own
-samples (log π − log π_ref under `PolicyModel.score`).
+the starting PM and one from the trained policy, each sampled from the policy itself (temperature 1, no
+truncation of the distribution); the judge — an RM that is not in the grid, by default one trained on more
+pairs of `--prompts` and labelled "proxy judge" — scores both. Stored: win rate (ties 1/2) with a bootstrap
+interval, the paired judge-reward gain with a bootstrap interval, and KL(trained ‖ start) estimated from
+the trained policy's own samples: the mean of log π − log π_ref over the exact sampled token ids.
 """
 
 from __future__ import annotations
@@ -56,32 +56,35 @@ class RLHFGridConfig:
     rewards: list[str] = opt(default_factory=list, flag="--reward", metavar="REF",
                              help="RM used as the RL reward (repeatable; default: two demo RMs trained on "
                                   f"{DEFAULT_RM_PAIRS[0]} and {DEFAULT_RM_PAIRS[1]} pairs of --prompts)")
-    prompts: str = opt("builtin:chatterbot", "prompt dataset (any precompute format)", metavar="DATASET")
-    db: Path = opt(DEFAULT_DB, "results DuckDB file; trained policies go to <db dir>/rlhf/")
-    judge: str | None = opt(None, "RM that judges the trained policies; must not be one of --reward (default: "
-                                  "one trained on --judge-pairs pairs, labelled 'proxy judge')")
-    judge_pairs: int | None = opt(None, "training pairs of the default judge (default: all of --prompts)")
-    steps: int = opt(24, "RL optimizer steps per cell")
-    lr: float = opt(2e-5, "learning rate (LoRA: use ~1e-4)")
-    beta: float = opt(0.05, "KL coefficient to the starting PM (r - beta*KL)")
-    seed: int = opt(0, "seed of training, sampling and the bootstrap")
-    num_generations: int = opt(4, "answers per prompt per step (RLOO's leave-one-out group)")
-    prompts_per_step: int = opt(2, "prompts per optimizer step")
-    max_completion_length: int = opt(32, "new tokens per training answer")
-    temperature: float = opt(1.0, "sampling temperature in training and evaluation")
-    train_prompts: int = opt(96, "training prompts (disjoint from the held-out ones)")
-    eval_prompts: int = opt(48, "held-out prompts judged per cell")
-    eval_max_new_tokens: int = opt(48, "new tokens per evaluation answer")
-    lora: bool = opt(False, "train LoRA adapters (PEFT) instead of all weights; merged when saved")
-    lora_r: int = opt(16, "LoRA rank")
-    proxy: bool = opt(True, "also score the grid's PMs and RMs on --proxy-prompts prompts (seam precompute) so "
-                            "the page can compare the proxy with the real cells")
-    proxy_prompts: int = opt(64, "prompts of that precompute")
-    quick: bool = opt(False, "CI size: one cell, 2 steps, 8 held-out prompts")
-    device: str = opt("auto", "auto | cpu | cuda | cuda:N")
-    models_dir: Path | None = opt(None, "where converted / built models live (default: <db dir>/models)")
-    n_resamples: int = opt(2000, "bootstrap resamples")
-    progress: bool = opt(True, "no progress bars", flag="--quiet", invert=True)
+    prompts: str = opt("builtin:chatterbot", help="prompt dataset (any precompute format)", metavar="DATASET")
+    db: Path = opt(DEFAULT_DB, help="results DuckDB file; trained policies go to <db dir>/rlhf/")
+    judge: str | None = opt(None, help="RM that judges the trained policies; must not be one of --reward "
+                                       "(default: one trained on --judge-pairs pairs, labelled 'proxy judge')")
+    judge_pairs: int | None = opt(None, help="training pairs of the default judge (default: all of --prompts)")
+    # RL training (TRL RLOOConfig)
+    steps: int = opt(24, help="RL optimizer steps per cell")
+    lr: float = opt(2e-5, help="learning rate (LoRA: use ~1e-4)")
+    beta: float = opt(0.05, help="KL coefficient to the starting PM (r - beta*KL)")
+    seed: int = opt(0, help="seed of training, sampling and the bootstrap")
+    # what one step sees
+    num_generations: int = opt(4, help="answers per prompt per step (RLOO's leave-one-out group)")
+    prompts_per_step: int = opt(2, help="prompts per optimizer step")
+    max_completion_length: int = opt(32, help="new tokens per training answer")
+    temperature: float = opt(1.0, help="sampling temperature in training (evaluation samples the policies at 1)")
+    # prompts and evaluation
+    train_prompts: int = opt(96, help="training prompts (disjoint from the held-out ones)")
+    eval_prompts: int = opt(48, help="held-out prompts judged per cell")
+    eval_max_new_tokens: int = opt(48, help="new tokens per evaluation answer")
+    lora: bool = opt(False, help="train LoRA adapters (PEFT) instead of all weights; merged when saved")
+    lora_r: int = opt(16, help="LoRA rank")
+    proxy: bool = opt(True, help="also score the grid's PMs and RMs on --proxy-prompts prompts (seam precompute) "
+                                 "so the page can compare the proxy with the real cells")
+    proxy_prompts: int = opt(64, help="prompts of that precompute")
+    quick: bool = opt(False, help="CI size: one cell, 2 steps, 8 held-out prompts")
+    device: str = opt("auto", help="auto | cpu | cuda | cuda:N")
+    models_dir: Path | None = opt(None, help="where converted / built models live (default: <db dir>/models)")
+    n_resamples: int = opt(2000, help="bootstrap resamples")
+    progress: bool = opt(True, help="no progress bars", flag="--quiet", invert=True)
 
     def __post_init__(self) -> None:
         self.db = Path(self.db)
@@ -235,6 +238,7 @@ def train_cell(cfg: RLHFGridConfig, policy_path: str, reward: str, train: list[s
     atomically and returns the per-step curve (TRL's logged metrics)."""
     import torch
     from datasets import Dataset
+
     from trl import RLOOConfig, RLOOTrainer
 
     from analysis.models.devices import pick_device
@@ -266,6 +270,10 @@ def train_cell(cfg: RLHFGridConfig, policy_path: str, reward: str, train: list[s
     t0 = time.perf_counter()
     trainer = RLOOTrainer(model=policy_path, reward_funcs=rm, args=args, train_dataset=dataset,
                           peft_config=peft_config)
+    if not cfg.progress:
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)   # it prints every step's log dict to stdout
     trainer.train()
     curves = curve_rows(trainer.state.log_history)
     model = trainer.model
@@ -300,8 +308,56 @@ def curve_rows(log_history: list[dict]) -> list[dict]:
     return out
 
 
-def evaluate_cell(cfg: RLHFGridConfig, start, trained_dir: Path, judge, held: list[str],
-                  start_answers: list[str], start_scores) -> dict:
+def sample_with_logprobs(policy, prompts: list[str], *, max_new_tokens: int, seed: int, ref=None,
+                         batch_size: int = 8) -> tuple[list[str], list[float], list[float]]:
+    """One answer per prompt sampled from `policy` itself (temperature 1, no top-k/top-p, no repetition
+    penalty: exactly π), with the summed log-prob of the sampled tokens (up to and including the first EOS)
+    under `policy` and under `ref` (a PolicyModel sharing the tokenizer; NaN when None).
+
+    Why not decode and rescore the text (`PolicyModel.score`): rescoring re-tokenizes and appends an EOS
+    that a truncated sample never drew, which biases log π − log π_ref by terms that are not the policy's
+    own samples; the KL estimate must use the exact sampled token ids.
+    """
+    import math
+
+    import torch
+    from transformers import GenerationConfig
+
+    from analysis.models.policy import left_pad
+
+    gen = GenerationConfig(do_sample=True, temperature=1.0, top_p=1.0, top_k=0, repetition_penalty=1.0,
+                           max_new_tokens=max_new_tokens, pad_token_id=policy.pad_id, eos_token_id=policy.eos_id)
+    texts: list[str] = []
+    lp_pol: list[float] = []
+    lp_ref: list[float] = []
+    devices = [policy.device.index or 0] if policy.device.type == "cuda" else []
+    for start in range(0, len(prompts), batch_size):
+        ids = [policy.encode_prompt(p) for p in prompts[start:start + batch_size]]
+        input_ids, mask = left_pad(ids, policy.pad_id)
+        width = input_ids.shape[1]
+        with torch.inference_mode(), torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed * 1_000_003 + start)
+            out = policy.model.generate(input_ids=input_ids.to(policy.device),
+                                        attention_mask=mask.to(policy.device), generation_config=gen)
+            comp = out[:, width:]
+            is_eos = (comp == policy.eos_id).long()
+            keep = (is_eos.cumsum(1) - is_eos) == 0            # tokens up to and including the first EOS
+            full_mask = torch.cat([mask.to(out.device), keep.long()], dim=1)
+            pos = (full_mask.cumsum(1) - 1).clamp(min=0)
+            for model, acc in ((policy, lp_pol), (ref, lp_ref)):
+                if model is None:
+                    acc.extend([math.nan] * len(ids))
+                    continue
+                logits = model.model(input_ids=out.to(model.device), attention_mask=full_mask.to(model.device),
+                                     position_ids=pos.to(model.device)).logits[:, width - 1:-1].float()
+                lps = logits.log_softmax(-1).gather(-1, comp.to(model.device).unsqueeze(-1)).squeeze(-1)
+                acc.extend((lps * keep.to(model.device)).sum(1).tolist())
+        texts.extend(t.strip() for t in policy.tokenizer.batch_decode(comp.masked_fill(~keep, policy.pad_id),
+                                                                        skip_special_tokens=True))
+    return texts, lp_pol, lp_ref
+
+
+def evaluate_cell(cfg: RLHFGridConfig, start, trained_dir: Path, judge, held: list[str], start_scores) -> dict:
     """Judge win rate and gain of the trained policy over the starting PM, and the KL it reached."""
     import numpy as np
 
@@ -310,19 +366,16 @@ def evaluate_cell(cfg: RLHFGridConfig, start, trained_dir: Path, judge, held: li
     from analysis.stats.rlhf import kl_estimate, win_rate
 
     trained = PolicyModel(str(trained_dir), models_dir=cfg.models_path, config=PolicyConfig(device=cfg.device))
-    answers = [a[0] for a in trained.generate(held, n=1, max_new_tokens=cfg.eval_max_new_tokens,
-                                               temperature=cfg.temperature, top_p=1.0, seed=cfg.seed + 1,
-                                               progress=False)]
+    answers, lp_t, lp_s = sample_with_logprobs(trained, held, max_new_tokens=cfg.eval_max_new_tokens,
+                                               seed=cfg.seed + 1, ref=start)
     scores = judge.score(held, answers, progress=False)
-    lp_t = [lp for lp, _ in trained.score(held, answers, progress=False)]
-    lp_s = [lp for lp, _ in start.score(held, answers, progress=False)]
     wr, wlo, whi, n = win_rate(scores, start_scores, n_resamples=cfg.n_resamples, seed=cfg.seed)
     gain, glo, ghi = paired_diff(scores, start_scores, n_resamples=cfg.n_resamples, seed=cfg.seed)
     kl, klo, khi, _ = kl_estimate(lp_t, lp_s, n_resamples=cfg.n_resamples, seed=cfg.seed)
     del trained
     return dict(score=wr, score_lo=wlo, score_hi=whi, n_eval=n, judge_start=float(np.mean(start_scores)),
                 judge_trained=float(np.mean(scores)), judge_gain=gain, judge_gain_lo=glo, judge_gain_hi=ghi,
-                kl=kl, kl_lo=klo, kl_hi=khi, example_answers=list(zip(held[:3], start_answers[:3], answers[:3])))
+                kl=kl, kl_lo=klo, kl_hi=khi, answers=answers)
 
 
 # ------------------------------------------------------------------------------------------ the grid
@@ -335,6 +388,13 @@ def run_rlhf_grid(cfg: RLHFGridConfig, log: Callable[[str], None] = print) -> di
     from analysis.pipeline.precompute import package_versions
     from analysis.storage import store
 
+    from importlib.util import find_spec
+
+    from analysis.errors import UserError
+
+    missing = [m for m in ("trl",) + (("peft",) if cfg.lora else ()) if find_spec(m) is None]
+    if missing:
+        raise UserError(f"seam rlhf-grid needs {', '.join(missing)}: pip install -e '.[rl]'")
     t_all = time.perf_counter()
     train, held = split_prompts(cfg.prompts, cfg.train_prompts, cfg.eval_prompts)
     policies, rewards, judge_ref, judge_kind = resolve_grid(cfg, held, log)
@@ -364,13 +424,12 @@ def run_rlhf_grid(cfg: RLHFGridConfig, log: Callable[[str], None] = print) -> di
                 curves = train_cell(cfg, policy_path, reward, train, out_dir, log)
             if policy not in by_policy:   # the starting PM's answers are shared by its cells
                 start = PolicyModel(policy, models_dir=cfg.models_path, config=PolicyConfig(device=cfg.device))
-                answers = [a[0] for a in start.generate(held, n=1, max_new_tokens=cfg.eval_max_new_tokens,
-                                                         temperature=cfg.temperature, top_p=1.0,
-                                                         seed=cfg.seed + 1, progress=False)]
+                answers = sample_with_logprobs(start, held, max_new_tokens=cfg.eval_max_new_tokens,
+                                               seed=cfg.seed + 1)[0]
                 by_policy = {policy: (start, answers, judge.score(held, answers, progress=False))}
             start, answers, start_scores = by_policy[policy]
-            ev = evaluate_cell(cfg, start, out_dir, judge, held, answers, start_scores)
-            examples = ev.pop("example_answers")
+            ev = evaluate_cell(cfg, start, out_dir, judge, held, start_scores)
+            examples = list(zip(held[:3], answers[:3], ev.pop("answers")[:3]))
             row = dict(policy=policy, reward=reward, source=source, cell_id=cid, run_id=run_id,
                        algorithm=ALGORITHM, judge=judge_ref, judge_kind=judge_kind, steps=cfg.steps,
                        seed=cfg.seed, beta=cfg.beta, model_dir=str(out_dir),
