@@ -255,7 +255,7 @@ def test_quick_grid_end_to_end_and_resume(tmp_path):
                            RMTrainConfig(max_pairs=64, seed=0), progress=False)
     db = tmp_path / "q.duckdb"
     argv = [sys.executable, "-m", "analysis.cli", "rlhf-grid", "--quick", "--reward", str(rm), "--db", str(db),
-            "--models-dir", str(models), "--quiet"]
+            "--models-dir", str(models), "--quiet", "--threads", "1"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     first = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=1800)
     assert first.returncode == 0, first.stderr[-3000:]

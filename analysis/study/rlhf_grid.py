@@ -82,6 +82,8 @@ class RLHFGridConfig:
     proxy_prompts: int = opt(64, help="prompts of that precompute")
     quick: bool = opt(False, help="CI size: one cell, 2 steps, 8 held-out prompts")
     device: str = opt("auto", help="auto | cpu | cuda | cuda:N")
+    threads: int | None = opt(None, help="torch CPU threads (default: torch's choice); on a busy shared machine 1 "
+                                         "can be ~10x faster (measured: 8x32-token sampling 11 s vs 110 s)")
     models_dir: Path | None = opt(None, help="where converted / built models live (default: <db dir>/models)")
     n_resamples: int = opt(2000, help="bootstrap resamples")
     progress: bool = opt(True, help="no progress bars", flag="--quiet", invert=True)
@@ -395,6 +397,10 @@ def run_rlhf_grid(cfg: RLHFGridConfig, log: Callable[[str], None] = print) -> di
     missing = [m for m in ("trl",) + (("peft",) if cfg.lora else ()) if find_spec(m) is None]
     if missing:
         raise UserError(f"seam rlhf-grid needs {', '.join(missing)}: pip install -e '.[rl]'")
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     t_all = time.perf_counter()
     train, held = split_prompts(cfg.prompts, cfg.train_prompts, cfg.eval_prompts)
     policies, rewards, judge_ref, judge_kind = resolve_grid(cfg, held, log)
