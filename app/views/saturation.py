@@ -83,6 +83,9 @@ else:
             "puts on gold (t 95% interval). It needs no extra run but is not an RLHF result: import your own runs "
             "with `seam import-rlhf runs.csv` (columns pm, rm, score) to see real saturation.")
 
+from app.views import rlhf_panel  # the real RLHF grid (seam rlhf-grid) and proxy vs real
+rlhf_panel.render(variant)
+
 if grid.empty:
     st.warning("No grid values for this choice.")
     st.stop()
