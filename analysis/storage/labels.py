@@ -235,6 +235,45 @@ def kappa_table(labels: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
+def screen_side(labels: pd.DataFrame) -> pd.Series:
+    """Each label as the annotator gave it on screen: 'A (left)', 'B (right)', 'tie' or 'skip'.
+
+    Why: labels are stored in canonical order (a_id < b_id), which is not the side shown; counting the
+    stored 'a' / 'b' said a = 15, b = 1 after nine presses of A and seven of B."""
+    def side(r) -> str:
+        if r["label"] not in ("a", "b"):
+            return r["label"]
+        better = r["a_id"] if r["label"] == "a" else r["b_id"]
+        if r.get("shown_left") is None or pd.isna(r.get("shown_left")):
+            return f"{r['label']} (side not recorded)"
+        return "A (left)" if better == r["shown_left"] else "B (right)"
+    if labels is None or labels.empty:
+        return pd.Series([], dtype=object)
+    return labels.apply(side, axis=1)
+
+
+def side_counts(labels: pd.DataFrame) -> pd.DataFrame:
+    """Per annotator: how often they chose A (left), B (right), tie, skip. Columns: annotator, then sides."""
+    order = ["A (left)", "B (right)", "tie", "skip"]
+    if labels is None or labels.empty:
+        return pd.DataFrame(columns=["annotator", *order])
+    t = labels.assign(side=screen_side(labels)).groupby(["annotator", "side"]).size().unstack(fill_value=0)
+    for c in order:
+        if c not in t:
+            t[c] = 0
+    return t[order + [c for c in t.columns if c not in order]].reset_index()
+
+
+def planning_rate(wrong: int, n: int, z: float = Z95) -> float:
+    """The rate the sample-size planner assumes: the point of the current Wilson 95% interval closest to 0.5
+    (the worst case still compatible with the labels). Why not the point estimate: after one label it is
+    0 or 1, where the interval is narrow, and the planner said '34 more' when hundreds are needed."""
+    if n <= 0:
+        return 0.5
+    lo, hi = wilson_bounds(wrong, n, z)
+    return min(max(0.5, lo), hi)
+
+
 def wilson_half_width(p: float, n: int, z: float = Z95) -> float:
     """Half the width of the Wilson 95% interval at proportion p and n labels."""
     if n <= 0:

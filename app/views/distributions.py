@@ -31,8 +31,8 @@ with st.sidebar:
 
 c1, c2, c3, c4 = st.columns([3, 2, 2, 3])
 variants = common.pick_many("variants", opts["variants"], "d_variant", container=c1)
-pms = common.pick_many("policy models", opts["policies"], "d_pm", default=opts["policies"][:1], container=c2)
-rms = common.pick_many("reward models", opts["rewards"], "d_rm", default=opts["rewards"][:1], container=c3)
+pms = common.pick_many("policy models", opts["policies"], "d_pm", default=opts["policies"][:1], container=c2, models=True)
+rms = common.pick_many("reward models", opts["rewards"], "d_rm", default=opts["rewards"][:1], container=c3, models=True)
 kind = c4.segmented_control("plot", ["histogram", "ECDF", "box", "violin"], default="histogram", key="d_plot",
                             bind="query-params", required=True)
 if not (variants and pms and rms):
@@ -62,7 +62,7 @@ st.caption(f"{common.md(metric)} at alpha = {alpha:g}, "
 common.table(pd.DataFrame({
     "variant": summ["variant"], "PM": summ["policy"], "RM": summ["reward"], "n": summ["n"],
     "mean [95% CI]": [common.ci_num(m, lo, hi) for m, lo, hi in zip(summ["mean"], summ["lo"], summ["hi"])],
-    "median": summ["median"], "hack rate": summ["hack_rate"].map(common.pct),
+    "median": summ["median"].map(common.num), "hack rate": summ["hack_rate"].map(common.pct),
 }), "summary")
 
 
@@ -83,7 +83,7 @@ elif kind == "histogram":
         y = g["count"] / denom if norm and denom else g["count"]
         fig.add_bar(x=(g["bin_lo"] + g["bin_hi"]) / 2, y=y, width=(g["bin_hi"] - g["bin_lo"]),
                     name=group_name(g.iloc[0]), opacity=0.6,
-                    customdata=g["count"], hovertemplate="%{x:.4f}: %{customdata} samples<extra></extra>")
+                    customdata=g["count"], hovertemplate="%{x:.3g}: %{customdata} samples<extra></extra>")
     fig.update_layout(barmode="overlay", yaxis_title="share" if norm else "samples", xaxis_title=metric)
     zs = data.drop_duplicates(["variant", "policy", "reward"])
     st.caption("Bins computed in DuckDB. Exact zeros per group: " + "; ".join(
@@ -140,7 +140,7 @@ for v, g in bl.groupby("variant", sort=True):
     lf.add_scatter(x=mid, y=g["mean"], mode="lines+markers", name=common.plot_text(v), customdata=g["n"],
                    error_y=dict(type="data", symmetric=False, array=(g["hi"] - g["mean"]).fillna(0),
                                 arrayminus=(g["mean"] - g["lo"]).fillna(0)),
-                   hovertemplate="tokens ≈ %{x:.0f}<br>mean %{y:.4f}<br>n=%{customdata}<extra></extra>")
+                   hovertemplate="tokens ≈ %{x:.0f}<br>mean %{y:.3g}<br>n=%{customdata}<extra></extra>")
 lf.update_layout(xaxis_title=("mean PM tokens of the worse responses" if length == "mean_tokens"
                               else "PM tokens of the gold response") + " (bin centre; bins up to the 99th percentile)",
                  yaxis_title=f"mean {metric}", height=360, margin=dict(t=10))

@@ -26,8 +26,8 @@ s = common.settings()
 with st.container(border=True):
     c1, c2, c3 = st.columns(3)
     variant = common.pick("variant", opts["variants"], "e_variant", container=c1)
-    policy = common.pick("policy model", opts["policies"], "e_pm", container=c2)
-    reward = common.pick("reward model", opts["rewards"], "e_rm", container=c3)
+    policy = common.pick("policy model", opts["policies"], "e_pm", container=c2, models=True)
+    reward = common.pick("reward model", opts["rewards"], "e_rm", container=c3, models=True)
     c4, c5, c6, c7 = st.columns([2, 3, 2, 1])
     mode = c4.segmented_control("drop", ["top", "bottom", "random"], default="top", key="e_mode", bind="query-params",
                                 required=True, help="top = highest SEAM (the paper's filter); random = control")
@@ -58,7 +58,7 @@ st.dataframe(show[["group", "n", "mean [95% CI]", "min", "max", "hack_rate", "go
              hide_index=True, key="summary")
 dropped = summ[summ["group"] == "dropped"]
 if not dropped.empty and mode != "random":
-    st.caption(f"Dropped: {metric} in [{dropped['min'].iloc[0]:.4f}, {dropped['max'].iloc[0]:.4f}]; "
+    st.caption(f"Dropped: {metric} in [{common.num(dropped['min'].iloc[0])}, {common.num(dropped['max'].iloc[0])}]; "
                f"ties at the threshold broken by sample id.")
 
 COLORS = {"all": "#888888", "kept": "#1f77b4", "dropped": "#d62728"}

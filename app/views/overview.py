@@ -117,7 +117,7 @@ summ = common.run(seam_summary, Selection())
 common.table(pd.DataFrame({
     "PM": summ["policy"], "RM": summ["reward"], "variant": summ["variant"], "n": summ["n"],
     "mean SEAM [95% CI]": [common.ci_num(m, lo, hi) for m, lo, hi in zip(summ["mean"], summ["lo"], summ["hi"])],
-    "median": summ["median"].round(4), "hack rate": summ["hack_rate"].map(common.pct),
+    "median": summ["median"].map(common.num), "hack rate": summ["hack_rate"].map(common.pct),
     "RM prefers gold": summ["rm_prefers_gold"].map(common.pct),
     "PM prefers gold": summ["pm_prefers_gold"].map(common.pct),
 }), "seam_table", max_rows=40)

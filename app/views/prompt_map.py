@@ -27,8 +27,8 @@ if n_map == 0:
 
 c1, c2, c3, c4, c5 = st.columns([2, 2, 2, 2, 2])
 variant = common.pick("variant", opts["variants"], "m_variant", container=c1)
-policy = common.pick("policy model", opts["policies"], "m_pm", container=c2)
-reward = common.pick("reward model", opts["rewards"], "m_rm", container=c3)
+policy = common.pick("policy model", opts["policies"], "m_pm", container=c2, models=True)
+reward = common.pick("reward model", opts["rewards"], "m_rm", container=c3, models=True)
 color = c4.selectbox("colour by", ["seam", "hack_rate", "mismatch", "source", "dataset"], key="m_color",
                      bind="query-params")
 max_pts = c5.select_slider("max points", [2000, 5000, 10000, 20000, 50000], value=20000, key="m_max",
@@ -54,7 +54,7 @@ else:
         x=pts["x"], y=pts["y"], mode="markers", customdata=pts["sample_id"], text=hover,
         marker=dict(size=5, opacity=0.75, color=vals, colorscale="Plasma" if color != "mismatch" else
                     [[0, "#9ecae1"], [1, "#d62728"]], colorbar=dict(title=color), showscale=True),
-        hovertemplate="%{text}<br>" + color + " %{marker.color:.3f}<extra></extra>", showlegend=False))
+        hovertemplate="%{text}<br>" + color + " %{marker.color:.3g}<extra></extra>", showlegend=False))
 fig.update_layout(height=620, margin=dict(t=10), dragmode="lasso", xaxis=dict(showticklabels=False, title="UMAP 1"),
                   yaxis=dict(showticklabels=False, title="UMAP 2"))
 event = st.plotly_chart(fig, key="map", on_select="rerun", selection_mode=("lasso", "box", "points"))
@@ -69,8 +69,8 @@ sel = pts[pts["sample_id"].isin(ids)]
 all_mean, sel_mean = pts["seam"].mean(), sel["seam"].mean()
 m1, m2, m3 = st.columns(3)
 m1.metric("selected prompts", f"{len(ids):,}")
-m2.metric("mean SEAM, selection", "–" if sel["seam"].isna().all() else f"{sel_mean:.4f}",
-          delta=None if sel["seam"].isna().all() else f"{sel_mean - all_mean:+.4f} vs shown", delta_color="inverse")
+m2.metric("mean SEAM, selection", common.num(sel_mean),
+          delta=None if sel["seam"].isna().all() else ("+" if sel_mean >= all_mean else "") + f"{common.num(sel_mean - all_mean)} vs shown", delta_color="inverse")
 m3.metric("RM prefers worse, selection", common.pct(sel["mismatch"].astype(float).mean()))
 st.dataframe(sel[["sample_id", "seam", "hack_rate", "mismatch", "dataset", "source", "prompt"]], hide_index=True,
              key="sel_table")
