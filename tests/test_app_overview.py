@@ -51,7 +51,7 @@ def test_overview_numbers_match_hand_computation(run_app, find_frame):
     assert r["hack rate"] == "30.0%"
 
     tiles = {m.label: m.value for m in at.metric}
-    assert tiles["samples"] == "210" and tiles["reward models"] == "3" and tiles["rejected input rows"] == "3"
+    assert tiles["samples"] == "210" and tiles["reward models"] == "3" and tiles["malformed input rows"] == "3"
     rej = find_frame(at, "dataset", "reason", "n")
     assert rej["n"].sum() == 3
     assert any("No hand labels yet" in i.value for i in at.info)
