@@ -75,7 +75,7 @@ def provenance(col, raw: str | None) -> None:
 # ==================================================================== hand-label disagreements
 if mode == "RM vs hand labels":
     rm = common.pick("reward model", opts["rewards"], "b_lrm")
-    cons = labels_mod.consensus(common.labels_df())
+    cons = labels_mod.consensus(common.labels_df(), common.label_store().finals())
     if cons.empty:
         st.info("No hand labels yet: label pairs on the Spot-check page.")
         st.stop()

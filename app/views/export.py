@@ -9,6 +9,10 @@ folder only.
 
 from __future__ import annotations
 
+import io
+import zipfile
+from pathlib import Path
+
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -118,7 +122,7 @@ with st.form("export_form"):
     submitted = st.form_submit_button("Export", type="primary")
 if submitted:
     try:
-        lab = labels_mod.consensus(common.labels_df()) if label_policy != "ignore" else None
+        lab = labels_mod.consensus(common.labels_df(), common.label_store().finals()) if label_policy != "ignore" else None
         with st.spinner("exporting…"):
             res = export_mod.export_subset(s.db, s.exports, name, spec, keep=keep, fmt=fmt, rejected=rejected,
                                            labels=lab, label_policy=label_policy, overwrite=overwrite)
@@ -128,3 +132,22 @@ if submitted:
         st.success(f"Exported {res.n:,} pairs.")
         st.code(str(res.path), language=None)
         st.json(res.card, expanded=False)
+        st.session_state["last_export"] = str(res.path)
+
+
+def _zip_folder(path: Path) -> bytes:
+    """The export folder (data, README.md, card.json) as one zip, for the browser's download."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(path.rglob("*")):
+            if f.is_file():
+                zf.write(f, Path(path.name) / f.relative_to(path))
+    return buf.getvalue()
+
+
+last_export = st.session_state.get("last_export")
+if last_export and Path(last_export).is_dir():
+    # a download, not only a server path: the app may run on another machine than the browser
+    st.download_button(f"Download {Path(last_export).name}.zip", _zip_folder(Path(last_export)),
+                       file_name=f"{Path(last_export).name}.zip", mime="application/zip", key="dl_export",
+                       on_click="ignore", icon=":material/download:")

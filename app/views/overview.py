@@ -88,7 +88,7 @@ st.caption("Share of hand-labeled pairs where the RM scores the response people 
            "`policy` = two samples of the PM for one prompt (the paper's 35% is about these); `dataset` = "
            "gold vs a worse response. One consensus label per pair; label ties are excluded from n.")
 lab = common.labels_df()
-cons = labels_mod.consensus(lab)
+cons = labels_mod.consensus(lab, common.label_store().finals())
 mm = common.run(label_mismatch, cons) if not cons.empty else pd.DataFrame()
 if mm.empty:
     st.info("No hand labels yet. Label pairs blind on the **Spot-check** page; the rate and its interval appear here.")

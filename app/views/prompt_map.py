@@ -61,6 +61,24 @@ event = st.plotly_chart(fig, key="map", on_select="rerun", selection_mode=("lass
 
 points = (event or {}).get("selection", {}).get("points", []) if event else []
 ids = sorted({p.get("customdata") for p in points if p.get("customdata")})
+# the selection goes into the URL (`m_sel`, up to URL_MAX_IDS ids), so a shared link shows the same prompts
+URL_MAX_IDS = 400
+if ids:
+    st.session_state["map_selected"] = True
+    want = ",".join(ids) if len(ids) <= URL_MAX_IDS else None
+    if want and st.query_params.get("m_sel") != want:
+        st.query_params["m_sel"] = want
+    elif not want and "m_sel" in st.query_params:
+        del st.query_params["m_sel"]
+elif st.session_state.get("map_selected"):  # the user cleared the selection on the chart
+    st.session_state["map_selected"] = False
+    if "m_sel" in st.query_params:
+        del st.query_params["m_sel"]
+elif st.query_params.get("m_sel"):
+    on_map = set(pts["sample_id"])
+    ids = sorted(i for i in st.query_params["m_sel"].split(",") if i in on_map)
+    if ids:
+        st.caption(f"Selection from the link: {len(ids):,} prompts.")
 if not ids:
     st.caption("Nothing selected yet.")
     st.stop()

@@ -17,7 +17,7 @@ import streamlit as st
 
 from analysis.storage import labels as labels_mod
 from analysis.queries.base import filter_options
-from analysis.queries.browser import response_scores
+from analysis.queries.browser import response_scores, responses_by_ids
 from analysis.queries.spotcheck import label_mismatch, spotcheck_pairs
 from app import common
 
@@ -201,10 +201,62 @@ else:
     st.button("Refresh statistics", key="refresh_stats", help="The statistics below update on a full rerun; "
                                                              "labeling reruns only the pair above.")
 
+# ==================================================================== adjudication, export, import
+lab = store.all()
+finals = store.finals()
+with st.expander("Adjudicate · export · import labels", expanded=False):
+    t_adj, t_exp, t_imp = st.tabs(["Adjudicate disagreements", "Export labels", "Import labels"])
+    with t_adj:
+        dis = labels_mod.disagreements(lab, finals)
+        if dis.empty:
+            st.caption("No pair has labels that disagree.")
+        else:
+            st.caption(f"{len(dis)} pair(s) where annotators disagree; {int((dis['final'] != '').sum())} settled. "
+                       "A recorded final label replaces the majority vote in every statistic.")
+            ev = st.dataframe(dis[["votes", "final", "kind", "sample_id", "a_id", "b_id"]], hide_index=True,
+                              key="adj_rows", on_select="rerun", selection_mode="single-row")
+            i = ev.selection.rows[0] if ev and ev.selection and ev.selection.rows else 0
+            d = dis.iloc[i]
+            texts = common.run(responses_by_ids, [d["a_id"], d["b_id"]]).set_index("response_id")
+            x, y = st.columns(2)
+            for col, rid, side in ((x, d["a_id"], "a"), (y, d["b_id"], "b")):
+                col.markdown(f"**Response {side}**")
+                col.text(texts.loc[rid, "text"] if rid in texts.index else "")
+            f1, f2, f3 = st.columns([1, 2, 1])
+            final = f1.radio("final label", ["a", "b", "tie"], horizontal=True, key="adj_label")
+            note = f2.text_input("note", key="adj_note")
+            if f3.button("Record final label", key="adj_save", type="primary",
+                         disabled=not annotator, help="Recorded under your annotator name."):
+                store.put_final(d["a_id"], d["b_id"], final, annotator, note)
+                st.rerun()
+    with t_exp:
+        fmt = st.radio("format", list(labels_mod.EXPORT_FORMATS), horizontal=True, key="lab_fmt",
+                       format_func=lambda f: {"csv": "CSV", "jsonl": "JSONL", "argilla": "Argilla (JSON records)",
+                                              "labelstudio": "Label Studio (JSON tasks)"}[f])
+        texts = prompts = None
+        if fmt in ("argilla", "labelstudio") and not lab.empty:
+            rs = common.run(responses_by_ids, sorted(set(lab["a_id"]) | set(lab["b_id"])))
+            texts = dict(zip(rs["response_id"], rs["text"]))
+            prompts = dict(zip(queue["sample_id"], queue["prompt"]))
+        ext = {"csv": "csv", "jsonl": "jsonl"}.get(fmt, "json")
+        st.download_button(f"Download {len(lab)} label(s)", labels_mod.export_labels(lab, fmt, texts, prompts),
+                           file_name=f"labels.{fmt}.{ext}" if fmt in ("argilla", "labelstudio") else f"labels.{ext}",
+                           key="lab_download", on_click="ignore", icon=":material/download:")
+    with t_imp:
+        ifmt = st.radio("format", list(labels_mod.EXPORT_FORMATS), horizontal=True, key="imp_fmt")
+        up = st.file_uploader("labels file", type=["csv", "jsonl", "json"], key="imp_file")
+        if up is not None and st.button("Import", key="imp_go"):
+            try:
+                rows = labels_mod.parse_labels(up.getvalue().decode("utf-8"), ifmt)
+            except (ValueError, UnicodeDecodeError) as exc:
+                st.error(common.md(f"Could not import: {exc}"))
+            else:
+                st.success(f"Imported {store.import_labels(rows)} label(s).")
+                lab = store.all()
+
 # ==================================================================== statistics
 st.header("RM mismatch vs labels")
-lab = store.all()
-cons = labels_mod.consensus(lab)
+cons = labels_mod.consensus(lab, finals)
 if cons.empty:
     st.caption("No labels yet.")
     st.stop()
