@@ -167,8 +167,18 @@ def require_db() -> dict:
 # ---------------------------------------------------------------------------------------------------
 # labels
 
+@st.cache_resource(show_spinner=False)
+def _label_store(path: str) -> labels_mod.LabelStore:
+    return labels_mod.LabelStore(path)
+
+
 def label_store() -> labels_mod.LabelStore:
-    return labels_mod.LabelStore(settings().labels)
+    """The labels file's store, opened once per path (opening runs the schema script: not per click). It
+    holds no connection (one per operation), so sharing it across sessions is safe."""
+    path = settings().labels
+    if not path.exists():  # deleted or moved since: open (and create) it again
+        _label_store.clear()
+    return _label_store(str(path))
 
 
 def labels_df() -> pd.DataFrame:

@@ -44,7 +44,7 @@ def _favicon():
 
 st.set_page_config(page_title="SEAM Lens", page_icon=_favicon(), layout="wide")
 
-OVERVIEW = st.Page(HERE / "views" / "overview.py", title="Overview", icon="📊", url_path="overview")
+OVERVIEW = st.Page(HERE / "views" / "overview.py", title="Overview", icon=":material/dashboard:", url_path="overview")
 
 
 def _home() -> None:
@@ -55,12 +55,12 @@ def _home() -> None:
 
 PAGES = [
     OVERVIEW,
-    st.Page(HERE / "views" / "saturation.py", title="Saturation", icon="🧮", url_path="saturation"),
-    st.Page(HERE / "views" / "distributions.py", title="SEAM distributions", icon="📈", url_path="distributions"),
-    st.Page(HERE / "views" / "browser.py", title="Mismatch browser", icon="🔎", url_path="browser"),
-    st.Page(HERE / "views" / "spotcheck.py", title="Spot-check", icon="✅", url_path="spotcheck"),
-    st.Page(HERE / "views" / "export.py", title="Filtering & export", icon="🧹", url_path="export"),
-    st.Page(HERE / "views" / "prompt_map.py", title="Prompt map", icon="🗺️", url_path="prompt-map"),
+    st.Page(HERE / "views" / "saturation.py", title="Saturation", icon=":material/grid_on:", url_path="saturation"),
+    st.Page(HERE / "views" / "distributions.py", title="SEAM distributions", icon=":material/bar_chart:", url_path="distributions"),
+    st.Page(HERE / "views" / "browser.py", title="Mismatch browser", icon=":material/search:", url_path="browser"),
+    st.Page(HERE / "views" / "spotcheck.py", title="Spot-check", icon=":material/rule:", url_path="spotcheck"),
+    st.Page(HERE / "views" / "export.py", title="Filtering & export", icon=":material/filter_alt:", url_path="export"),
+    st.Page(HERE / "views" / "prompt_map.py", title="Prompt map", icon=":material/scatter_plot:", url_path="prompt-map"),
     st.Page(_home, title="SEAM Lens", url_path="home", default=True, visibility="hidden"),
 ]
 

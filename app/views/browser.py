@@ -113,7 +113,7 @@ def row_key(r) -> str:
 
 
 sel_state = st.session_state.get("selection")
-with st.expander("Filters", expanded=True):
+with st.expander("Filters", expanded="b_row" not in st.query_params):
     c1, c2, c3, c4 = st.columns(4)
     variants = common.pick_many("variant", opts["variants"], "b_variant", container=c1)
     pms = common.pick_many("policy model", opts["policies"], "b_pm", container=c2, models=True)
