@@ -58,6 +58,8 @@ PAGES = [
     st.Page(HERE / "views" / "saturation.py", title="Saturation", icon=":material/grid_on:", url_path="saturation"),
     st.Page(HERE / "views" / "distributions.py", title="SEAM distributions", icon=":material/bar_chart:", url_path="distributions"),
     st.Page(HERE / "views" / "browser.py", title="Mismatch browser", icon=":material/search:", url_path="browser"),
+    st.Page(HERE / "views" / "disagreement.py", title="Why does the RM disagree?", icon=":material/psychology_alt:",
+            url_path="why"),
     st.Page(HERE / "views" / "spotcheck.py", title="Spot-check", icon=":material/rule:", url_path="spotcheck"),
     st.Page(HERE / "views" / "export.py", title="Filtering & export", icon=":material/filter_alt:", url_path="export"),
     st.Page(HERE / "views" / "prompt_map.py", title="Prompt map", icon=":material/scatter_plot:", url_path="prompt-map"),

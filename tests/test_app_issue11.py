@@ -299,3 +299,29 @@ def test_adjudication_and_label_round_trip(run_app, find_frame, label_button, ap
                                 "labelstudio")
     dl = [b for b in bob.get("download_button") if b.key == "lab_download"]
     assert dl, "no download button for labels"
+
+
+# ------------------------------------------------------------------------------------------- item 14
+
+def test_why_does_the_rm_disagree_page(run_app, find_frame, db):
+    """Per RM, each feature's mismatch rate with and without it matches a count in pandas; a feature from
+    the URL (or a click) lists its pairs."""
+    at = run_app("disagreement", w_rm="rm-10k")
+    feats = find_frame(at, "feature", "pairs with it", "mismatch with [95% CI]", "mismatch without [95% CI]")
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        df = con.execute("""SELECT length(w.text) >= 1.2 * length(g.text) AS longer, sw.score > sg.score AS mm
+            FROM responses w JOIN responses g ON g.sample_id = w.sample_id AND g.variant = 'gold'
+            JOIN rm_scores sw ON sw.response_id = w.response_id AND sw.reward = 'rm-10k'
+            JOIN rm_scores sg ON sg.response_id = g.response_id AND sg.reward = 'rm-10k'
+            WHERE w.variant NOT IN ('gold', 'policy')""").df()
+    finally:
+        con.close()
+    row = feats[feats["feature"].str.startswith("worse response ≥ 20% longer")].iloc[0]
+    n_with = int(df["longer"].sum())
+    assert row["pairs with it"] == n_with, (row.to_dict(), n_with)
+    rate = df.loc[df["longer"], "mm"].mean()
+    assert row["mismatch with [95% CI]"].startswith(f"{100 * rate:.1f}%"), (row["mismatch with [95% CI]"], rate)
+    at = run_app("disagreement", w_rm="rm-10k", w_feat="longer", w_only="false")
+    pairs = find_frame(at, "prompt", "variant", "r_w", "r_g", "mismatch", "sample_id")
+    assert 0 < len(pairs) <= 50

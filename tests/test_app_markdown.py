@@ -134,6 +134,7 @@ def test_no_data_or_url_string_reaches_markdown_unescaped(hostile_db, monkeypatc
         ("spotcheck", {"annotator": H, "c_kind": "policy", "c_n": "10"}),
         ("export", {"e_variant": v}),
         ("prompt_map", {"m_variant": v}),
+        ("disagreement", {"w_variant": variants, "w_feat": "longer", "w_only": "false"}),
     ]
     for name, query in visits:
         at = page(name, **query)

@@ -33,7 +33,7 @@ pytestmark = [
 
 PAGES = [("", "SEAM Lens — overview"), ("saturation", "Saturation: PM × RM"),
          ("distributions", "SEAM distributions"), ("browser", "Mismatch browser"), ("spotcheck", "Spot-check"),
-         ("export", "Filtering & export"), ("prompt-map", "Prompt map")]
+         ("export", "Filtering & export"), ("prompt-map", "Prompt map"), ("why", "Why does the RM disagree?")]
 
 
 def _free_port() -> int:
