@@ -325,3 +325,30 @@ def test_why_does_the_rm_disagree_page(run_app, find_frame, db):
     at = run_app("disagreement", w_rm="rm-10k", w_feat="longer", w_only="false")
     pairs = find_frame(at, "prompt", "variant", "r_w", "r_g", "mismatch", "sample_id")
     assert 0 < len(pairs) <= 50
+
+
+# ------------------------------------------------------------------------------------------- item 15
+
+def test_prompt_map_topics_with_terms_and_intervals(run_app, find_frame, db):
+    """Topic clusters on the map: k rows, each with top terms that occur in its prompts, a mismatch rate
+    that matches the cluster's samples, and intervals; a shared link with m_sel shows the same selection."""
+    from analysis.queries import prompt_map as pm
+    at = run_app("prompt_map", m_k="5")
+    topics = find_frame(at, "topic", "top terms", "prompts", "mismatch [95% CI]", "mean SEAM [95% CI]")
+    assert len(topics) == 5 and topics["prompts"].sum() > 0, topics
+    assert all(t for t in topics["top terms"]), topics["top terms"].tolist()
+    assert all("[" in v for v in topics["mismatch [95% CI]"]) and all("[" in v for v in topics["mean SEAM [95% CI]"])
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        assign, clusters, _ = pm.prompt_clusters(con, k=5, variant="adv", policy="pm-sft-1k", reward="rm-10k")
+        c0 = assign[assign["cluster"] == 0]["sample_id"].tolist()
+        prompts = con.execute("SELECT lower(prompt) FROM samples WHERE list_contains(?, sample_id)", [c0]).fetchall()
+    finally:
+        con.close()
+    for term in clusters["terms"].iloc[0].split(", "):
+        assert any(term in p[0] for p in prompts), f"top term {term!r} not in cluster 0's prompts"
+    assert pm.ctfidf_terms(["apple apple banana", "car car engine"], top=2) == [["apple", "banana"], ["car", "engine"]]
+    sel = ",".join(c0[:3])
+    at = run_app("prompt_map", m_sel=sel)
+    shown = find_frame(at, "sample_id", "seam", "hack_rate", "mismatch", "prompt")
+    assert sorted(shown["sample_id"]) == sorted(c0[:3]), shown["sample_id"].tolist()
