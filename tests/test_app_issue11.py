@@ -352,3 +352,12 @@ def test_prompt_map_topics_with_terms_and_intervals(run_app, find_frame, db):
     at = run_app("prompt_map", m_sel=sel)
     shown = find_frame(at, "sample_id", "seam", "hack_rate", "mismatch", "prompt")
     assert sorted(shown["sample_id"]) == sorted(c0[:3]), shown["sample_id"].tolist()
+
+
+def test_distributions_offer_a_log_axis(run_app):
+    at = run_app("distributions", d_log="true")
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert fig["layout"]["xaxis"].get("type") == "log", fig["layout"].get("xaxis")
+    at = run_app("distributions", d_log="true", d_plot="box")
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert fig["layout"]["yaxis"].get("type") == "log", fig["layout"].get("yaxis")

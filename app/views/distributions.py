@@ -38,13 +38,15 @@ kind = c4.segmented_control("plot", ["histogram", "ECDF", "box", "violin"], defa
 if not (variants and pms and rms):
     st.info("Pick at least one variant, policy model and reward model.")
     st.stop()
-t1, t2, t3, t4, t5 = st.columns([2, 2, 2, 2, 3])
+t1, t2, t3, t4, t5, t6 = st.columns([2, 2, 2, 2, 3, 2])
 nonzero = t1.toggle("hide exact zeros", value=True, key="d_nz", bind="query-params",
                     help="Samples where the RM never prefers a worse response have SEAM exactly 0; their share is "
                          "listed under the histogram.")
 norm = t2.toggle("share per group", value=True, key="d_norm", bind="query-params")
 pm1 = t3.selectbox("PM (correlation, length)", pms, key="d_cpm", bind="query-params")
 rm1 = t4.selectbox("RM (correlation, length)", rms, key="d_crm", bind="query-params")
+log_axis = t6.toggle("log scale", value=False, key="d_log", bind="query-params",
+                     help="Log value axis: at small alpha SEAM values are ~1e-7 and a linear axis puts every bar at 0.")
 length = t5.radio("length of", ["mean_tokens", "gold_tokens"], horizontal=True, key="d_len", bind="query-params",
                   format_func=lambda s: {"mean_tokens": "worse responses", "gold_tokens": "gold response"}[s])
 
@@ -113,6 +115,8 @@ else:
     fig.update_layout(yaxis_title=metric, showlegend=False)
     st.caption(f"Violins drawn from a reservoir sample of {len(data):,} values (SQL `USING SAMPLE`).")
 fig.update_layout(height=420, margin=dict(t=20), legend=dict(orientation="h", y=-0.2))
+if log_axis:  # the value axis: x for histogram / ECDF, y for box / violin (zeros drop off a log axis)
+    fig.update_layout(**({"xaxis_type": "log"} if kind in ("histogram", "ECDF") else {"yaxis_type": "log"}))
 st.plotly_chart(fig, key="dist")
 
 # ------------------------------------------------------------------ correlation between variants
