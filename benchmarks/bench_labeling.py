@@ -12,55 +12,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serve(root: Path, db: Path, labels: Path):
-    port = _free_port()
-    env = dict(os.environ, SEAM_LABELS=str(labels), PYTHONPATH=str(root))
-    env.pop("SEAM_DB", None)
-    cmd = [sys.executable, "-m", "streamlit", "run", str(root / "app" / "main.py"), "--server.headless", "true",
-           "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-           "--", "--db", str(db)]
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"streamlit did not start from {root}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def time_labels(browser, url: str, n: int) -> list[float]:
@@ -100,6 +59,7 @@ def main() -> None:
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from analysis.data import synthetic
+    from app.local_server import serve
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory(prefix="bench-labeling-") as tmp:
@@ -117,7 +77,8 @@ def main() -> None:
                 browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
                     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
                 for name, root in apps:
-                    with serve(root, db, tmp / f"{root.name}.labels.sqlite") as url:
+                    env = dict(os.environ, SEAM_LABELS=str(tmp / f"{root.name}.labels.sqlite"))
+                    with serve(db, root=root, env=env) as url:
                         results[name] = time_labels(browser, url, args.labels)
                 browser.close()
         finally:

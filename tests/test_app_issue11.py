@@ -90,13 +90,11 @@ def _strings(at) -> list[str]:
 
 
 @pytest.mark.parametrize("page", [None, "distributions", "browser", "export", "saturation"])
-def test_every_number_formats_3e_7_readably(page, tiny_db, app_main, monkeypatch, tmp_path):
+def test_every_number_formats_3e_7_readably(page, tiny_db, run_app, monkeypatch):
     """No '0.0000' (or '0.00') for a value of 3e-7 anywhere on the page, tables carry no fixed-decimal
     number format, and the value itself is shown ('3.06e-07')."""
     monkeypatch.setenv("SEAM_DB", str(tiny_db))
-    monkeypatch.setenv("SEAM_LABELS", str(tmp_path / "labels.sqlite"))
-    monkeypatch.setenv("SEAM_EXPORTS", str(tmp_path / "exports"))
-    at = _run(app_main, page, **({"b_only": "true"} if page == "browser" else {}))
+    at = run_app(page, **({"b_only": "true"} if page == "browser" else {}))
     strings = _strings(at)
     bad = [s for s in strings if ZEROS.search(s)]
     assert not bad, f"{page or 'overview'}: values shown as zeros: {bad[:5]}"
@@ -112,19 +110,6 @@ def test_number_helper_keeps_significant_digits():
     assert common.num(0) == "0" and common.num(float("nan")) == "–" and common.num(1234.5) == "1234"
     assert common.ci_num(3e-7, 1e-7, 5e-7) == "3.00e-07 [1.00e-07, 5.00e-07]"
     assert common.pct(3e-7) != "0.0%" and "e-05" in common.pct(3e-7)
-
-
-def _run(main, page, **query):
-    from streamlit.testing.v1 import AppTest
-    at = AppTest.from_file(main, default_timeout=90)
-    if not page:
-        at.query_params.update(query)
-    at.run()
-    if page:
-        at.query_params.update(query)
-        at.switch_page(f"views/{page}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 # ------------------------------------------------------------------------------------------- items 3, 5
@@ -199,15 +184,14 @@ def cut_db(synthetic_db, tmp_path):
     return path
 
 
-def test_cut_off_responses_marked_and_left_out_by_default(cut_db, app_main, monkeypatch, tmp_path):
+def test_cut_off_responses_marked_and_left_out_by_default(cut_db, run_app, monkeypatch):
     monkeypatch.setenv("SEAM_DB", str(cut_db))
-    monkeypatch.setenv("SEAM_LABELS", str(tmp_path / "labels.sqlite"))
-    at = _run(app_main, "spotcheck", annotator="eve", c_kind="policy", c_n="50")
+    at = run_app("spotcheck", annotator="eve", c_kind="policy", c_n="50")
     prog = [p for p in at.get("progress")]
     text = " ".join(str(p.proto.text) for p in prog)
     assert "of 10 pairs" in text, f"truncated pairs are in the default queue: {text}"
     assert not any("cut at" in w.value for w in at.warning)
-    at = _run(app_main, "spotcheck", annotator="eve", c_kind="policy", c_n="50", c_cut="true")
+    at = run_app("spotcheck", annotator="eve", c_kind="policy", c_n="50", c_cut="true")
     text = " ".join(str(p.proto.text) for p in at.get("progress"))
     assert "of 20 pairs" in text, text
     seen = 0

@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -36,46 +32,16 @@ PAGES = [("", "SEAM Lens — overview"), ("saturation", "Saturation: PM × RM"),
          ("export", "Filtering & export"), ("prompt-map", "Prompt map"), ("why", "Why does the RM disagree?")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_server(tmp_path_factory):
+    from app.local_server import serve
+
     tmp = tmp_path_factory.mktemp("browser")
     db = synthetic.make_synthetic_db(tmp / "seam.duckdb", 600, seed=3)
     synthetic.add_hand_rows(db)
-    port = _free_port()
     env = dict(os.environ, SEAM_LABELS="", SEAM_EXPORTS="")
-    env.pop("SEAM_DB", None)
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.headless", "true",
-           "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-           "--", "--db", str(db)]
-    log = open(tmp / "streamlit.log", "w")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("streamlit did not start:\n" + (tmp / "streamlit.log").read_text())
-            time.sleep(0.5)
+    with serve(db, env=env, log=tmp / "streamlit.log") as url:
         yield {"url": url, "db": db, "tmp": tmp}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")
