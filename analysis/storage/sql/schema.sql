@@ -41,6 +41,14 @@ CREATE TABLE IF NOT EXISTS rejects (
     PRIMARY KEY (dataset, source_row)
 );
 
+-- Input rows left out on purpose by --fraction / --shard / --limit (per dataset): not rejects, so counted
+-- apart from them. `limit_reached`: the ingest stopped at --limit and did not read the rest of the input.
+CREATE TABLE IF NOT EXISTS not_selected (
+    dataset       VARCHAR PRIMARY KEY,
+    n             BIGINT NOT NULL,
+    limit_reached BOOLEAN NOT NULL DEFAULT false
+);
+
 -- Every response that gets scored: the gold one (variant 'gold'), the worse ones (contrast / adv /
 -- generated / rejected) and policy samples (variant 'policy'). response_id = hash(sample_id, variant, text).
 CREATE TABLE IF NOT EXISTS responses (
