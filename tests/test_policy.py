@@ -214,6 +214,25 @@ def test_generate_is_seeded_and_returns_text(smol):
 
 
 @pytest.mark.slow
+def test_sampler_stops_rows_at_eos_and_marks_cut_ones(smol):
+    """Rows leave the batch at their EOS: a draw's text does not depend on its batch mates, greedy decoding
+    equals transformers' greedy generate, and `truncated` says exactly which draws hit the cap."""
+    prompts = ["Say hi.", "Name a color.", "Write a long story about a dragon and a knight.", "What is 2+2?"]
+    greedy = smol.generate_detailed(prompts, n=1, max_new_tokens=24, temperature=0, batch_size=4, progress=False)
+    hf = smol.generate_hf(prompts, n=1, max_new_tokens=24, temperature=0, batch_size=4, progress=False,
+                          detailed=True)
+    assert [g[0].text for g in greedy] == [g[0].text for g in hf], (greedy, hf)
+    assert [(g[0].n_tokens, g[0].truncated) for g in greedy] == [(g[0].n_tokens, g[0].truncated) for g in hf]
+    wide = smol.generate_detailed(prompts, n=2, max_new_tokens=24, seed=5, batch_size=4, progress=False)
+    # a draw is seeded by (seed, prompt index, draw): prompt 0 alone gives the same draws as in the full batch
+    alone = smol.generate_detailed(prompts[:1], n=2, max_new_tokens=24, seed=5, batch_size=1, progress=False)
+    assert wide[0] == alone[0], (wide[0], alone[0])
+    flags = [(g.n_tokens, g.truncated) for row in wide for g in row]
+    assert any(t for _, t in flags) and not all(t for _, t in flags), f"need both cut and finished draws: {flags}"
+    assert all(n == 24 for n, t in flags if t) and all(0 < n <= 24 for n, _ in flags), flags
+
+
+@pytest.mark.slow
 def test_info_records_provenance(smol):
     info = smol.info()
     assert info["family"] == "llama" and info["dtype"] == "float32" and info["device"] == "cpu"

@@ -627,12 +627,17 @@ class PolicyModel:
         return out
 
     def _clean(self, text: str) -> str:
-        if not self.chat:
-            for stop in ("\nQuestion:", "Question:"):
-                cut = text.find(stop)
-                if cut > 0 or (cut == 0 and stop.startswith("\n")):
-                    text = text[:cut]
-        return text.strip()
+        return _clean_text(text, self.chat)
+
+
+def _clean_text(text: str, chat: bool) -> str:
+    """Strip; in the paper format also cut where a base model starts a new "Question:" (it keeps writing Q/A pairs)."""
+    if not chat:
+        for stop in ("\nQuestion:", "Question:"):
+            cut = text.find(stop)
+            if cut > 0 or (cut == 0 and stop.startswith("\n")):
+                text = text[:cut]
+    return text.strip()
 
 
 def _wrap(prompt: str, instruction: str | None) -> str:
@@ -719,3 +724,80 @@ def _progress(total: int, enabled: bool, desc: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="pair" if "scoring" in desc else "prompt")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# vLLM sampling (GPU)
+# ----------------------------------------------------------------------------------------------------------------
+
+def vllm_unavailable_reason() -> str | None:
+    """Why `--generator-backend vllm` cannot run here (one line with the fix), or None when it can."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return "--generator-backend vllm needs vLLM: pip install -e '.[vllm]' (on a CUDA machine), or use --generator-backend hf"
+    if not torch.cuda.is_available():
+        return "--generator-backend vllm needs a CUDA GPU and none is visible here; use --generator-backend hf on CPU"
+    return None
+
+
+def require_vllm() -> None:
+    """Raise the one-line `UserError` of `vllm_unavailable_reason`, if any (checked before any work starts)."""
+    reason = vllm_unavailable_reason()
+    if reason:
+        from analysis.errors import UserError
+
+        raise UserError(reason)
+
+
+class VLLMGenerator:
+    """The same `generate_detailed` contract as `PolicyModel`, served by vLLM (GPU only).
+
+    Prompts are formatted and tokenized by the PM's own tokenizer (`format_prompt` + `encode_prompt`, identical to
+    the HF path) and passed as token ids, so both backends condition on the same tokens. Each prompt is one
+    request with `n` draws and a seed derived from (`seed`, prompt index) — reproducible per request, independent
+    of batching; `generation_config="vllm"` keeps the model's own sampling defaults out, so only the recorded
+    settings (temperature, top_p, no top-k, max_new_tokens) apply. A draw is `truncated` when vLLM stopped it for
+    length. vLLM's random streams differ from the HF loop's: the same seed gives other (equally distributed) texts.
+    """
+
+    def __init__(self, pm_path: str, tokenizer: Any, dtype: str = "auto", max_length: int = 1024,
+                 gpu_memory_utilization: float = 0.85):
+        require_vllm()
+        from vllm import LLM
+
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.chat = has_chat_template(tokenizer)
+        self.llm = LLM(model=pm_path, dtype=dtype, max_model_len=max_length, seed=0,
+                       gpu_memory_utilization=gpu_memory_utilization, generation_config="vllm")
+
+    @classmethod
+    def from_ref(cls, ref: str, models_dir: Path | str | None = None, dtype: str = "auto",
+                 max_length: int = 1024) -> "VLLMGenerator":
+        """The generator for a PM reference (resolved like `PolicyModel`: builtin GGUFs are converted once)."""
+        from transformers import AutoTokenizer
+
+        require_vllm()
+        path = resolve_model(ref, models_dir if models_dir is not None else default_models_dir())
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return cls(str(path), tokenizer, dtype="auto" if dtype == "auto" else dtype, max_length=max_length)
+
+    def generate_detailed(self, prompts: Sequence[str], *, n: int = 1, instruction: str | None = None,
+                          max_new_tokens: int = 48, temperature: float = 0.8, top_p: float = 0.95, seed: int = 0,
+                          batch_size: int = 0, progress: bool = True) -> list[list[Generation]]:
+        """See `PolicyModel.generate_detailed`; vLLM schedules the batches itself (`batch_size` is ignored)."""
+        from vllm import SamplingParams
+
+        limit = max(1, self.max_length - max_new_tokens)
+        bos = self.tokenizer.bos_token_id
+        requests = [{"prompt_token_ids": truncate_prompt(
+            encode_prompt(self.tokenizer, format_prompt(self.tokenizer, _wrap(p, instruction))), 0, limit, bos)[0]}
+            for p in prompts]
+        params = [SamplingParams(n=n, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
+                                 max_tokens=max_new_tokens, skip_special_tokens=True,
+                                 seed=int(_draw_uniforms(seed, i, 0, 1).mul(2**31).item()))
+                  for i in range(len(prompts))]
+        outs = self.llm.generate(requests, params, use_tqdm=progress)
+        return [[Generation(_clean_text(c.text, self.chat), len(c.token_ids), c.finish_reason == "length")
+                 for c in o.outputs] for o in outs]
