@@ -81,6 +81,18 @@ def test_pack_by_length_respects_budget_and_covers_every_item():
     assert widths == sorted(widths, reverse=True)
 
 
+def test_pack_by_length_bounds_padding():
+    """Items much shorter than a batch's longest start a new batch even when the budget has room: padded
+    positions cost as much as real ones (half the scorer's positions were padding before this bound)."""
+    lengths = [60, 58, 50, 44, 40, 12, 10, 9, 3]
+    batches = pack_by_length(lengths, token_budget=10_000)
+    for b in batches:
+        width = lengths[b[0]]
+        pad = [width - lengths[i] for i in b]
+        assert max(pad) <= max(8, width // 4), f"batch {b} (lengths {[lengths[i] for i in b]}) pads {max(pad)}"
+    assert [[lengths[i] for i in b] for b in batches] == [[60, 58, 50], [44, 40], [12, 10, 9], [3]], batches
+
+
 def test_pack_by_length_oversized_item_gets_its_own_batch():
     assert pack_by_length([500, 3, 2], token_budget=100) == [[0], [1, 2]]
     assert pack_by_length([], token_budget=100) == []
