@@ -467,10 +467,10 @@ class Precompute:
 
 def run_precompute(cfg: PrecomputeConfig, log: Callable[[str], None] = print) -> dict:
     """Run (or resume) a precompute; returns the run summary stored in `runs`."""
-    preflight.check_precompute(cfg)
-    if cfg.generator_backend == "vllm":
+    if cfg.generator_backend == "vllm":  # before any work: vLLM missing or no CUDA is one line, not a late crash
         from analysis.models.policy import require_vllm
         require_vllm()
+    preflight.check_precompute(cfg)
     summary = Precompute(cfg, log).run()
     if cfg.shard is not None:
         parts = store.export_parts(cfg.db, cfg.db.parent / "parts", f"shard-{cfg.shard[0]}-of-{cfg.shard[1]}")
