@@ -229,7 +229,8 @@ def test_generate_is_seeded_and_returns_text(smol):
 def test_sampler_stops_rows_at_eos_and_marks_cut_ones(smol):
     """Rows leave the batch at their EOS: a draw's text does not depend on its batch mates, greedy decoding
     equals transformers' greedy generate, and `truncated` says exactly which draws hit the cap."""
-    prompts = ["Say hi.", "Name a color.", "Write a long story about a dragon and a knight.", "What is 2+2?"]
+    prompts = ["Reply with just the word yes.", "What is 2+2? Answer with the number only.",
+               "Write a long story about a dragon and a knight.", "Say hi."]
     greedy = smol.generate_detailed(prompts, n=1, max_new_tokens=24, temperature=0, batch_size=4, progress=False)
     hf = smol.generate_hf(prompts, n=1, max_new_tokens=24, temperature=0, batch_size=4, progress=False,
                           detailed=True)

@@ -558,7 +558,7 @@ class PolicyModel:
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         cache = DynamicCache(config=self.model.config)
         logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                            past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+                            use_cache=True, logits_to_keep=1, **{self._cache_kw: cache}).logits[:, -1]
         if n > 1:  # one prompt pass, n copies of its cache
             expand = torch.arange(len(prompt_ids), device=self.device).repeat_interleave(n)
             cache, logits, mask = _select_cache(cache, expand), logits[expand], mask[expand]
@@ -582,7 +582,7 @@ class PolicyModel:
                                                      live[keep], nxt[keep])
             mask = torch.cat([mask, mask.new_ones((len(mask), 1))], dim=1)
             logits = self.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions[:, None],
-                                past_key_values=cache, use_cache=True).logits[:, -1]
+                                use_cache=True, **{self._cache_kw: cache}).logits[:, -1]
             positions = positions + 1
         return tokens
 
