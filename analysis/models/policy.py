@@ -331,6 +331,17 @@ class PolicyModel:
                         "logits (slower, more memory)", self.ref)
         return ok
 
+    def _left_pad(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids, attention mask) of left-padded rows on the model's device: every row's last token in the last
+        column, so the last position's state/logits belong to every row."""
+        width = max(len(x) for x in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, x in enumerate(rows):
+            input_ids[row, width - len(x):] = torch.tensor(list(x))
+            mask[row, width - len(x):] = 1
+        return input_ids.to(self.device), mask.to(self.device)
+
     # -- scoring ---------------------------------------------------------------------------------------------
 
     def score(self, prompts: Sequence[str], responses: Sequence[str],
@@ -393,13 +404,8 @@ class PolicyModel:
         budget = self.config.token_budget
         for prompt_batch in pack_by_length([len(ids) for ids, _ in group_items], budget):
             prompts = [list(group_items[g][0]) for g in prompt_batch]
-            width = max(len(p) for p in prompts)
-            input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(prompts), width), dtype=torch.long)
-            for row, ids in enumerate(prompts):
-                input_ids[row, width - len(ids):] = torch.tensor(ids)
-                mask[row, width - len(ids):] = 1
-            input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+            input_ids, mask = self._left_pad(prompts)
+            width = input_ids.shape[1]
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             cache = DynamicCache(config=self.model.config)
             states = self._forward(input_ids=input_ids, attention_mask=mask, position_ids=positions,
@@ -549,13 +555,7 @@ class PolicyModel:
         """New token ids of `n` draws per prompt (row r = prompt r // n, draw r % n), each ending at its stop id."""
         from transformers import DynamicCache
 
-        width = max(len(x) for x in prompt_ids)
-        input_ids = torch.full((len(prompt_ids), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
-        for row, x in enumerate(prompt_ids):
-            input_ids[row, width - len(x):] = torch.tensor(x)
-            mask[row, width - len(x):] = 1
-        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        input_ids, mask = self._left_pad(prompt_ids)
         cache = DynamicCache(config=self.model.config)
         logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                             use_cache=True, logits_to_keep=1, **{self._cache_kw: cache}).logits[:, -1]
@@ -609,16 +609,11 @@ class PolicyModel:
         for start in range(0, len(texts), batch_size):
             ids = [truncate_prompt(encode_prompt(self.tokenizer, t), 0, limit, bos)[0]
                    for t in texts[start:start + batch_size]]
-            width = max(len(x) for x in ids)
-            input_ids = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(ids), width), dtype=torch.long)
-            for row, x in enumerate(ids):
-                input_ids[row, width - len(x):] = torch.tensor(x)
-                mask[row, width - len(x):] = 1
+            input_ids, mask = self._left_pad(ids)
+            width = input_ids.shape[1]
             with torch.random.fork_rng(devices=devices):  # reproducible without disturbing the caller's RNG
                 torch.manual_seed(seed * 1_000_003 + start)
-                generated = self.model.generate(input_ids=input_ids.to(self.device),
-                                                attention_mask=mask.to(self.device), **gen_kwargs)
+                generated = self.model.generate(input_ids=input_ids, attention_mask=mask, **gen_kwargs)
             new = generated[:, width:].tolist()
             decoded = self.tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
             for row in range(len(ids)):
