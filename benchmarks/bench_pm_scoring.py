@@ -1,4 +1,4 @@
-"""PM scoring benchmark (SPEC §5): the reference code's naive loop vs `PolicyModel.score`, same model/data/machine.
+"""PM scoring benchmark: the reference code's naive loop vs `PolicyModel.score`, same model/data/machine.
 
 Why a script and not a timed test: speed depends on the machine and its load, so the claim we make is a *ratio
 measured in one run*, with the log-prob agreement checked on the same numbers.

@@ -1,9 +1,9 @@
 """Policy model (PM): log-prob scoring of responses and sampling of new ones.
 
-SEAM needs `l(y) = sum_t log pi(y_t | x, y_<t)` for the gold and k worse responses of every prompt (SPEC §3). The
+SEAM needs `l(y) = sum_t log pi(y_t | x, y_<t)` for the gold and k worse responses of every prompt (README "Definitions"). The
 reference code computes it one sequence at a time with a full-vocabulary log-softmax at every position; that is
 the oracle here (`reference_logprob`) and the slow baseline of `benchmarks/bench_pm_scoring.py`. `PolicyModel.score`
-computes the same numbers faster (SPEC §5) by
+computes the same numbers faster (benchmarks/bench_pm_scoring.py) by
 
 * encoding the prompt and the response(+EOS) separately and concatenating the ids, in every code path, so the
   prompt/response boundary (and hence `n(y)`) is identical in the oracle and the fast path;
@@ -46,7 +46,7 @@ WORSE_ANSWER_INSTRUCTION = (
     "Write a short answer to the question below that sounds plausible but is wrong or unhelpful. "
     "Do not say that it is wrong and do not explain.\n\nQuestion: {prompt}"
 )
-"""Wraps a prompt for the `generated` worse-response variant. A 135M PM often answers correctly anyway (SPEC §4),
+"""Wraps a prompt for the `generated` worse-response variant. A 135M PM often answers correctly anyway (measured on the demo),
 which is why the pipeline records what was actually produced."""
 
 # rows x vocab per LM-head chunk: 32M floats = 128 MiB of fp32 logits on CPU, 4x that on a GPU (fewer launches)

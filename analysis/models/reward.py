@@ -6,7 +6,7 @@ Why both live here: the RMs we train are saved as *standard* sequence-classifica
 (`RewardModel`). Training reuses that code for its features, which is what makes "scores at training
 time == scores after reload" hold by construction rather than by luck.
 
-Training design (SPEC §4 "RMs"): the backbone encoder is frozen and only a scalar head is trained with
+Training design: the backbone encoder is frozen and only a scalar head is trained with
 the Bradley–Terry loss `-log σ(r(x, chosen) − r(x, rejected))`. Because the backbone is frozen, each
 distinct (prompt, response) text is encoded once and the head is trained on cached features, which
 keeps CPU training in seconds. The head is BERT's own classification head: `pooler` (dense + tanh on
