@@ -42,6 +42,7 @@ PAGES = [
             url_path="export"),
     st.Page(HERE / "views" / "prompt_map.py", title="Prompt map", icon=":material/scatter_plot:",
             url_path="prompt-map"),
+    st.Page(HERE / "views" / "evidence.py", title="Evidence", icon=":material/verified:", url_path="evidence"),
 ]
 
 access.gate()
