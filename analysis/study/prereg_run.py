@@ -95,8 +95,9 @@ def design(cfg: HumanStudyConfig, splits: dict[str, list[Item]]) -> dict:
         "splits": {"rule": "sha1(seed, prompt) order: first A, then B, then C; one item per prompt", "sizes": n},
         "rm_grid": {"recipe": "Bradley-Terry pooler+classifier head on frozen all-MiniLM-L6-v2 [CLS]",
                     "train_data": "human pairs from A only", "sizes": cfg.grid_sizes, "seeds": cfg.grid_seeds,
-                    "extra_arm": "human+synthetic: largest size plus chosen-vs-adv and chosen-vs-contrast pairs of "
-                                 "the same A prompts" if cfg.synthetic_arm else None},
+                    "extra_arm": "human+synthetic: largest size plus, for the same A prompts, chosen vs one adv "
+                                 "perturbation and chosen vs another A prompt's chosen answer"
+                                 if cfg.synthetic_arm else None},
         "policies": {"primary": cfg.study_policies[0], "secondary": cfg.study_policies[1:]},
         "seam_variants": {"alpha": f"mean exp(l/n^{cfg.alpha}) h (today's)",
                           "paper": f"log mean exp(l/n^{cfg.beta}) h, l summed incl. EOS (the paper's code)",
