@@ -7,13 +7,11 @@ The whole config is part of the pre-registration stored in the run ledger before
 
 from __future__ import annotations
 
-import argparse
-import copy
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from analysis.options import DEFAULT_DB, from_args, opt
-from analysis.study.config import GEMMA, SHARED_HH, SMOLLM, _csv_floats
+from analysis.options import DEFAULT_DB, opt
+from analysis.study.config import GEMMA, SHARED_HH, SMOLLM, QuickPreset, _csv_floats
 
 PROXY = "proxy"
 AUTO = "auto"
@@ -30,7 +28,7 @@ def _ints(text: str) -> list[int]:
 
 
 @dataclass
-class HumanStudyConfig:
+class HumanStudyConfig(QuickPreset):
     """`seam experiment --human`: splits, RM grid, PMs, SEAM variants and endpoints fixed before the run."""
 
     human: str | None = opt(None, "human preference DATASET (file or HF id) for the pre-registered study; "
@@ -48,6 +46,7 @@ class HumanStudyConfig:
                               invert=True)
     study_policies: list[str] = opt(default_factory=lambda: [SMOLLM, GEMMA], flag="--study-policy", metavar="REF",
                                     help="PMs, primary first (repeatable)")
+    # probes and SEAM variants
     probe_k: int = opt(8, "probes per kind (adv, contrast) and item")
     band_lo: float = opt(0.3, "contrast: least prompt cosine similarity of a neighbour")
     band_hi: float = opt(0.9, "contrast: prompt cosine at or above which a neighbour is a near-duplicate")
@@ -55,8 +54,10 @@ class HumanStudyConfig:
     beta: float = opt(0.5, "variant paper: generate()-style length penalty l/n^beta on the summed log-prob")
     primary_variant: str = opt("paper", f"pre-registered primary SEAM variant ({', '.join(SEAM_VARIANTS)})")
     pm_max_length: int = opt(256, "PM tokens per (prompt, response); long prompts are cut on the left")
+    # inference and controls
     tost_margin: float = opt(0.05, "equivalence margin of AUROC around 0.5")
     clusters: int = opt(6, "topic clusters of prompts (the positive control flips one)")
+    # acquisition and selection
     acq_start: int = opt(200, "acquisition: human pairs from A to start from")
     acq_add: int = opt(200, "acquisition: pairs added from B per arm")
     acq_seeds: int = opt(20, "acquisition / selection seeds")
@@ -112,18 +113,6 @@ class HumanStudyConfig:
     @property
     def models_path(self) -> Path:
         return Path(self.models_dir) if self.models_dir else self.db.parent / "models"
-
-    @classmethod
-    def quick(cls, **overrides) -> "HumanStudyConfig":
-        return cls(**{**copy.deepcopy(cls.QUICK), **overrides})
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "HumanStudyConfig":
-        preset = cls.QUICK if getattr(args, "quick", False) else {}
-        extra = {k: copy.deepcopy(v) for k, v in preset.items() if getattr(args, k, None) is None}
-        if getattr(args, "quick", False) and getattr(args, "name", None) is None:
-            extra["name"] = "quick"
-        return from_args(cls, args, **extra)
 
     def to_dict(self) -> dict:
         d = asdict(self)
