@@ -182,3 +182,22 @@ def test_quick_study_end_to_end(tmp_path):
         assert len(v) > 80 and ("proxy judge" in v) == (written[1] != "human"), v
     finally:
         con.close()
+
+
+def test_spot_check_labels_become_human_items(synthetic_db, tmp_path):
+    """A consensus hand label 'b beat a' on a pair of the results DB is a human-labelled item (winner = chosen)."""
+    from analysis.storage.labels import LabelStore, default_path
+    from analysis.study.prereg_run import hand_label_items
+
+    db = tmp_path / "seam.duckdb"
+    shutil.copy(synthetic_db(40, seed=2), db)
+    con = duckdb.connect(str(db), read_only=True)
+    (sid, prompt), = con.execute("SELECT sample_id, prompt FROM samples ORDER BY sample_id LIMIT 1").fetchall()
+    (a, ta), (b, tb) = con.execute("SELECT response_id, text FROM responses WHERE sample_id = ? ORDER BY response_id"
+                                   " LIMIT 2", [sid]).fetchall()
+    con.close()
+    store_ = LabelStore(default_path(db))
+    store_.put(a, b, "ann1", "b", kind="pm_samples", sample_id=sid)
+    store_.put(a, b, "ann2", "skip", kind="pm_samples", sample_id=sid)
+    items = hand_label_items(HumanStudyConfig(db=db))
+    assert [(it.prompt, it.chosen, it.rejected, it.label_source) for it in items] == [(prompt, tb, ta, "hand")], items
