@@ -37,7 +37,7 @@ class HumanStudyConfig(QuickPreset):
     human_data_dir: str | None = opt(None, "data_dir of an HF dataset id", flag="--data-dir")
     human_split: str = opt("train", "split of an HF dataset id", flag="--hf-split")
     split_a: int = opt(1000, "A: human pairs for RM training (prompt-hash split)")
-    split_b: int = opt(600, "B: selection / acquisition pool pairs")
+    split_b: int = opt(300, "B: selection / acquisition pool pairs")
     split_c: int = opt(600, "C: evaluation pairs (the primary endpoint)")
     grid_sizes: list[int] = opt(default_factory=lambda: [0, 100, 300, 1000], parse=_ints,
                                 help="RM grid: human training pairs from A, e.g. 0,100,300,1000")
@@ -53,7 +53,7 @@ class HumanStudyConfig(QuickPreset):
     alpha: float = opt(1.0, "variant alpha: length normalisation of today's SEAM")
     beta: float = opt(0.5, "variant paper: generate()-style length penalty l/n^beta on the summed log-prob")
     primary_variant: str = opt("paper", f"pre-registered primary SEAM variant ({', '.join(SEAM_VARIANTS)})")
-    pm_max_length: int = opt(256, "PM tokens per (prompt, response); long prompts are cut on the left")
+    pm_max_length: int = opt(192, "PM tokens per (prompt, response); long prompts are cut on the left")
     # inference and controls
     tost_margin: float = opt(0.05, "equivalence margin of AUROC around 0.5")
     clusters: int = opt(6, "topic clusters of prompts (the positive control flips one)")
