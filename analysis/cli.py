@@ -188,9 +188,16 @@ class StudyOptions:
 
 def cmd_experiment(args) -> int:
     from analysis.study.config import ExperimentConfig
-    from analysis.study.run import run_experiment
 
-    summary = run_experiment(ExperimentConfig.from_args(args))
+    if getattr(args, "human", None) is not None:
+        from analysis.study.prereg_config import HumanStudyConfig
+        from analysis.study.prereg_run import run_study
+
+        summary = run_study(HumanStudyConfig.from_args(args))
+    else:
+        from analysis.study.run import run_experiment
+
+        summary = run_experiment(ExperimentConfig.from_args(args))
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -211,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     from analysis.pipeline.demo import DemoConfig
     from analysis.study.config import ExperimentConfig
     from analysis.study.rlhf_grid import RLHFGridConfig
+    from analysis.study.prereg_config import HumanStudyConfig
 
     ap = argparse.ArgumentParser(prog="seam", description="SEAM Lens: PM-RM seamlessness analysis")
     ap.add_argument("--debug", action="store_true", help="show the full traceback of an error")
@@ -229,8 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("import-rlhf", "import your own RLHF results (CSV columns pm, rm, score)", cmd_import_rlhf,
          [(ImportOptions, ())]),
         ("merge", "merge shard Parquet parts (from --shard runs) into one DB", cmd_merge, [(MergeOptions, ())]),
-        ("experiment", "the paper's analyses in miniature: saturation, mismatch, SEAM validation, selection, "
-                       "augmentation (offline)", cmd_experiment, [(StudyOptions, ()), (ExperimentConfig, ())]),
+        ("experiment", "with --human: the pre-registered study of SEAM against human labels (splits, RM grid, "
+                       "SEAM variants, controls, acquisition, selection); without: the exploratory miniature "
+                       "(saturation, mismatch, selection, augmentation; offline)", cmd_experiment,
+         [(StudyOptions, ()), (ExperimentConfig, ()), (HumanStudyConfig, ())]),
         ("rlhf-grid", "real online RL (TRL RLOO) per PM x RM cell, judged on held-out prompts", cmd_rlhf_grid,
          [(RLHFGridConfig, ())]),
     ]

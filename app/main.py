@@ -63,6 +63,7 @@ PAGES = [
     st.Page(HERE / "views" / "spotcheck.py", title="Spot-check", icon=":material/rule:", url_path="spotcheck"),
     st.Page(HERE / "views" / "export.py", title="Filtering & export", icon=":material/filter_alt:", url_path="export"),
     st.Page(HERE / "views" / "prompt_map.py", title="Prompt map", icon=":material/scatter_plot:", url_path="prompt-map"),
+    st.Page(HERE / "views" / "evidence.py", title="Evidence", icon=":material/verified:", url_path="evidence"),
     st.Page(_home, title="SEAM Lens", url_path="home", default=True, visibility="hidden"),
 ]
 

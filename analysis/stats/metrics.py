@@ -199,3 +199,23 @@ def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float:
     if pe >= 1.0:
         return 1.0 if po == 1.0 else float("nan")
     return (po - pe) / (1 - pe)
+
+
+def seam_variants(lp_gold: float, n_gold: int, r_gold: float, lp: Sequence[float], n: Sequence[int],
+                  r: Sequence[float], alpha: float = 1.0, beta: float = 0.5) -> dict[str, float]:
+    """Test oracle of the SQL macro `seam_variants` (the one definition): the four pre-registered SEAM
+    variants of one item from its gold and its k probes (summed log-probs incl. EOS, token counts, RM scores)."""
+    lp, n, r = (np.asarray(v, float) for v in (lp, n, r))
+    h = (r > r_gold).astype(float)
+    l_alpha = lp / np.maximum(n, 1) ** alpha
+    l_paper = lp / np.maximum(n, 1) ** beta
+    if h.sum() > 0:
+        m = l_paper[h > 0].max()
+        log_paper = float(m + np.log(np.exp(l_paper[h > 0] - m).sum()) - np.log(len(lp)))
+    else:
+        log_paper = float("-inf")
+    m_c = max(lp.max(), lp_gold)
+    e = np.exp(lp - m_c)
+    cand = float((e * h).sum() / (np.exp(lp_gold - m_c) + e.sum()))
+    return {"seam_alpha": float(np.mean(np.exp(l_alpha) * h)), "log_seam_paper": log_paper,
+            "seam_cand": cand, "hack_rate": float(h.mean()), "k": len(lp)}

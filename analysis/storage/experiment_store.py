@@ -27,8 +27,13 @@ RESULT_TABLES = ("experiment_models", "model_quality", "saturation_grid", "satur
                  "selection_results", "augmentation_results")
 
 
-def _statements() -> list[str]:
-    text = resources.files("analysis.storage").joinpath("sql", SQL_FILE).read_text()
+EVIDENCE_SQL_FILE = "evidence.sql"
+EVIDENCE_TABLES = ("study_design", "study_items", "study_probe_scores", "study_models", "study_endpoint",
+                   "study_controls", "study_power", "study_retrain", "study_verdict")
+
+
+def _statements(sql_file: str = SQL_FILE) -> list[str]:
+    text = resources.files("analysis.storage").joinpath("sql", sql_file).read_text()
     # The DDL has no string literals, so everything after `--` is a comment (and may contain ';').
     lines = [ln.split("--", 1)[0] for ln in text.splitlines()]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
@@ -37,7 +42,7 @@ def _statements() -> list[str]:
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Create every experiment relation that does not exist yet, empty (readers may call this on a
     read-write connection so their queries never fail on a DB without experiment results)."""
-    for stmt in _statements():
+    for stmt in _statements() + _statements(EVIDENCE_SQL_FILE):
         con.execute(stmt.replace("CREATE OR REPLACE TABLE", "CREATE TABLE IF NOT EXISTS", 1))
     ledger.ensure(con)
 
@@ -64,7 +69,7 @@ def columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
 
 def write(con: duckdb.DuckDBPyConnection, table: str, rows: Sequence[dict]) -> int:
     """Append dict rows (keys = column names; missing columns are NULL, NaN becomes NULL)."""
-    if table not in RESULT_TABLES:
+    if table not in RESULT_TABLES + EVIDENCE_TABLES:
         raise ValueError(f"{table} is not an experiment result table")
     if not rows:
         return 0
@@ -94,3 +99,14 @@ def write_results(db: Path, results: dict[str, list[dict]]) -> dict[str, int]:
     with store.writer(db) as con:
         reset_results(con)
         return {t: write(con, t, results.get(t, [])) for t in RESULT_TABLES}
+
+
+def write_evidence(db: Path, results: dict[str, list[dict]]) -> dict[str, int]:
+    """Replace the pre-registered study's relations (evidence.sql) with `results` in one transaction;
+    the legacy experiment relations are left alone."""
+    with store.writer(db) as con:
+        for stmt in _statements(EVIDENCE_SQL_FILE):
+            con.execute(stmt)
+        ledger.ensure(con)
+        con.execute("DELETE FROM study_probe_scores")   # schema.sql: the SEAM macros are bound to it
+        return {t: write(con, t, results.get(t, [])) for t in EVIDENCE_TABLES}

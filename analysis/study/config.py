@@ -31,8 +31,25 @@ def _sizes(text: str) -> list[int | None]:
     return [None if t.strip().lower() == "all" else int(t) for t in text.split(",") if t.strip()]
 
 
+class QuickPreset:
+    """`--quick`: a preset (class attribute QUICK) that replaces defaults, never flags given."""
+
+    QUICK: dict = {}
+
+    @classmethod
+    def quick(cls, **overrides):
+        """Small sizes for CI (a few minutes on 2 CPU cores)."""
+        return cls(**{**copy.deepcopy(cls.QUICK), **overrides})
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace):
+        """Flags given win; the rest come from the defaults, or from the `--quick` preset."""
+        preset = {**cls.QUICK, "name": "quick"} if getattr(args, "quick", False) else {}
+        return from_args(cls, args, **{k: copy.deepcopy(v) for k, v in preset.items() if getattr(args, k, None) is None})
+
+
 @dataclass
-class ExperimentConfig:
+class ExperimentConfig(QuickPreset):
     """`seam experiment`: sizes, models, seeds and sampling settings of one study run."""
 
     db: Path = opt(DEFAULT_DB, "results DuckDB file")
@@ -96,16 +113,6 @@ class ExperimentConfig:
                  gen_max_new_tokens=24, k=2, selection_q=[0.25], seeds=2, aug_base_pairs=64, aug_pairs=32,
                  n_resamples=500)
 
-    @classmethod
-    def quick(cls, **overrides) -> "ExperimentConfig":
-        """A few minutes on 2 CPU cores (CI): two PMs, three RMs, tiny splits, two seeds."""
-        return cls(**{**copy.deepcopy(cls.QUICK), **overrides})
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "ExperimentConfig":
-        """Flags given win; the rest come from the defaults, or from the `--quick` preset."""
-        preset = cls.QUICK if getattr(args, "quick", False) else {}
-        return from_args(cls, args, **{k: copy.deepcopy(v) for k, v in preset.items() if getattr(args, k, None) is None})
 
     @property
     def models_path(self) -> Path:

@@ -186,3 +186,12 @@ CREATE TABLE IF NOT EXISTS rlhf_curves (
     entropy     DOUBLE,
     PRIMARY KEY (cell_id, step)
 );
+
+-- The pre-registered study (`seam experiment --human`; its other relations: evidence.sql).
+-- Inputs of the SEAM macros (metrics.sql: study_vs_gold, seam_variants), here because the macros bind to it: per item x response x PM x RM.
+CREATE TABLE IF NOT EXISTS study_probe_scores (
+    run_id VARCHAR, item_id VARCHAR, probe_id VARCHAR,
+    variant VARCHAR,                     -- gold (human-chosen) | adv | contrast
+    policy VARCHAR, reward VARCHAR,
+    logprob_sum DOUBLE, n_tokens INTEGER, score DOUBLE
+);

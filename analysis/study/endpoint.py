@@ -1,0 +1,157 @@
+"""Primary and secondary endpoints of the pre-registered study, and the power printed before the run.
+
+Primary: AUROC of SEAM for E = 1[RM scores the human-rejected answer >= the human-chosen one] on the C
+items, per (PM, RM size) cell, never pooled across cells. A cell holds the grid's seeds of one size: its
+AUROC is the mean over those RMs, and the interval is a percentile bootstrap over prompts (the same
+resampled prompts for every seed). A null is concluded only by TOST: the 90% interval inside 0.5 +- margin.
+Secondary: does SEAM add to |delta r| (and to RM-ensemble disagreement)? Likelihood-ratio test of nested
+logistic regressions on the cell's first seed. p-values are Holm-corrected within each family.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+from analysis.study.evidence_data import EvidenceData
+from analysis.study.prereg_config import SEAM_VARIANTS
+
+Z = stats.norm.ppf
+
+
+def _auc(s: np.ndarray, y: np.ndarray) -> float:
+    ok = np.isfinite(s) | np.isneginf(s)
+    s, y = s[ok], y[ok].astype(bool)
+    npos = int(y.sum())
+    if npos == 0 or npos == len(y):
+        return math.nan
+    r = stats.rankdata(s)
+    return float((r[y].sum() - npos * (npos + 1) / 2) / (npos * (len(y) - npos)))
+
+
+def cell_auroc(scores: list[np.ndarray], labels: list[np.ndarray], n_resamples: int, seed: int = 0) -> dict:
+    """Mean AUROC over the cell's RMs; bootstrap over items (shared by the RMs); 95% and 90% intervals,
+    two-sided bootstrap p for AUROC = 0.5."""
+    n = len(labels[0]) if labels else 0
+    value = float(np.nanmean([_auc(s, y) for s, y in zip(scores, labels)])) if n else math.nan
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_resamples):
+        idx = rng.integers(0, n, n)
+        vals = [_auc(s[idx], y[idx]) for s, y in zip(scores, labels)]
+        if not all(math.isnan(v) for v in vals):
+            boots.append(np.nanmean(vals))
+    b = np.asarray(boots)
+    if not len(b) or math.isnan(value):
+        return dict(value=math.nan, lo=math.nan, hi=math.nan, lo90=math.nan, hi90=math.nan, p=math.nan)
+    p = min(1.0, 2 * min((b <= 0.5).mean(), (b >= 0.5).mean()) + 1 / (len(b) + 1))
+    return dict(value=value, lo=float(np.quantile(b, 0.025)), hi=float(np.quantile(b, 0.975)),
+                lo90=float(np.quantile(b, 0.05)), hi90=float(np.quantile(b, 0.95)), p=float(p))
+
+
+def holm(p: list[float]) -> list[float]:
+    """Holm step-down adjusted p-values (NaN stays NaN and is not counted)."""
+    idx = [i for i, v in enumerate(p) if not math.isnan(v)]
+    order = sorted(idx, key=lambda i: p[i])
+    out, running = [math.nan] * len(p), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def _finite(x: np.ndarray) -> np.ndarray:
+    """Log-space SEAM has -inf for 'no probe hacks': put it just below the smallest finite value."""
+    x = np.asarray(x, float).copy()
+    fin = np.isfinite(x)
+    x[np.isneginf(x)] = (x[fin].min() - 1.0) if fin.any() else 0.0
+    return x
+
+
+def lrt(y: np.ndarray, base: list[np.ndarray], extra: np.ndarray) -> float:
+    """p of the likelihood-ratio test: logistic E ~ base vs E ~ base + extra (1 df); NaN if degenerate."""
+    from sklearn.linear_model import LogisticRegression
+
+    ok = np.isfinite(extra) & np.all([np.isfinite(b) for b in base], axis=0) if base else np.isfinite(extra)
+    y = y[ok]
+    if len(y) < 5 or y.min() == y.max():
+        return math.nan
+
+    def ll(cols: list[np.ndarray]) -> float:
+        X = np.column_stack([(c[ok] - c[ok].mean()) / (c[ok].std() or 1.0) for c in cols]) if cols \
+            else np.zeros((len(y), 1))
+        m = LogisticRegression(penalty=None, max_iter=1000).fit(X, y)
+        pr = np.clip(m.predict_proba(X)[:, 1], 1e-12, 1 - 1e-12)
+        return float(np.sum(y * np.log(pr) + (1 - y) * np.log(1 - pr)))
+
+    stat = 2 * (ll(base + [extra]) - ll(base))
+    return float(stats.chi2.sf(max(stat, 0.0), 1))
+
+
+def compute(data: EvidenceData, cfg) -> dict[str, list[dict]]:
+    rows = []
+    cells = sorted({(r.size, r.arm) for r in data.rms if r.arm != "planted"}, key=lambda c: (c[1] != "human", c))
+    for pm in data.policies:
+        for size, arm in cells:
+            cell = data.cell_rms(size, arm)
+            labels = [data.event(r.ref) for r in cell]
+            for v in SEAM_VARIANTS:
+                scores = [data.seam_values(pm, r.ref, v) for r in cell]
+                a = cell_auroc(scores, labels, cfg.n_resamples, cfg.seed)
+                eq = (not math.isnan(a["lo90"]) and a["lo90"] > 0.5 - cfg.tost_margin
+                      and a["hi90"] < 0.5 + cfg.tost_margin)
+                rows.append(dict(mode=data.mode, policy=pm, rm_size=size, arm=arm, seam_variant=v,
+                                 stat="auroc", value=a["value"], lo=a["lo"], hi=a["hi"], n=len(data.items),
+                                 positives=int(np.mean([l.sum() for l in labels])) if labels else 0,
+                                 p_value=a["p"], equivalent=bool(eq),
+                                 primary_endpoint=(pm == data.primary_pm and v == cfg.primary_variant
+                                                   and arm == "human"),
+                                 note=f"mean over {len(cell)} seeds"))
+                first = cell[0].ref
+                y = data.event(first)
+                s = _finite(data.seam_values(pm, first, v))
+                for stat, base in (("lrt_vs_margin", [data.abs_margin(first)]),
+                                   ("lrt_vs_margin_disagreement", [data.abs_margin(first), data.disagreement(size, arm)])):
+                    rows.append(dict(mode=data.mode, policy=pm, rm_size=size, arm=arm, seam_variant=v,
+                                     stat=stat, value=None, n=len(y), positives=int(y.sum()),
+                                     p_value=lrt(y, base, s), primary_endpoint=False,
+                                     note=f"seed {cell[0].seed}; nested logistic regressions, 1 df"))
+    for stat in ("auroc", "lrt_vs_margin", "lrt_vs_margin_disagreement"):
+        fam = [r for r in rows if r["stat"] == stat]
+        for r, p in zip(fam, holm([r["p_value"] if r["p_value"] is not None else math.nan for r in fam])):
+            r["p_holm"] = p
+    return {"study_endpoint": rows}
+
+
+def auroc_mde(n: int, positives: int, power: float = 0.8, alpha: float = 0.05) -> float:
+    """Minimum detectable AUROC - 0.5 (Hanley-McNeil SE at AUROC 0.5, two-sided test)."""
+    n1, n0 = positives, n - positives
+    if n1 < 1 or n0 < 1:
+        return math.nan
+    a = 0.5
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    se = math.sqrt((a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n0 - 1) * (q2 - a * a)) / (n1 * n0))
+    return float((Z(1 - alpha / 2) + Z(power)) * se)
+
+
+def power(cfg, n_c: int, n_b: int, e_rate: float = 0.35, acc: float = 0.6) -> list[dict]:
+    """n per cell and the minimum detectable effect of each comparison, before anything runs.
+    e_rate: the expected share of C items a trained RM gets wrong (HH-RLHF with MiniLM heads: ~0.35-0.4)."""
+    pos = round(e_rate * n_c)
+    z = Z(0.975) + Z(0.8)
+    rows = [dict(comparison="primary: AUROC(SEAM, E) vs 0.5, per (PM, RM size) cell", n=n_c, positives=pos,
+                 mde=auroc_mde(n_c, pos), note="Hanley-McNeil, 80% power, two-sided 5%; per seed"),
+            dict(comparison=f"TOST equivalence +-{cfg.tost_margin}", n=n_c, positives=pos,
+                 mde=auroc_mde(n_c, pos) * (Z(0.95) + Z(0.8)) / z,
+                 note="a null is claimed only if the 90% interval lies inside the margin: needs mde < margin"),
+            dict(comparison="positive control: AUROC(SEAM, in planted cluster)", n=n_c,
+                 positives=max(1, round(n_c / max(cfg.clusters, 1))),
+                 mde=auroc_mde(n_c, max(1, round(n_c / max(cfg.clusters, 1)))), note="one of the topic clusters"),
+            dict(comparison="acquisition / selection: accuracy difference vs random", n=n_c, positives=None,
+                 mde=float(z * math.sqrt(2 * acc * (1 - acc) / max(n_c, 1))),
+                 note=f"{cfg.acq_seeds} seeds; items shared by the arms, so this is conservative"),
+            dict(comparison="acquisition pool B", n=n_b, positives=None, mde=None,
+                 note=f"{cfg.acq_add} of {n_b} pairs added per arm")]
+    return rows

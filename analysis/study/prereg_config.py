@@ -1,0 +1,121 @@
+"""Configuration of the pre-registered study, `seam experiment --human DATASET` (flags generated from the fields).
+
+Shared settings (db, name, seed, device, dtype, models dir, bootstrap resamples, --quiet) are the flags of
+`ExperimentConfig` (same dest), so they are not declared twice; `from_args` reads them from the same namespace.
+The whole config is part of the pre-registration stored in the run ledger before anything is trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from analysis.options import DEFAULT_DB, opt
+from analysis.study.config import GEMMA, SHARED_HH, SMOLLM, QuickPreset, _csv_floats
+
+PROXY = "proxy"
+AUTO = "auto"
+SEAM_VARIANTS = ("alpha", "paper", "cand", "hack_rate")
+
+
+def shared_hh_candidates() -> list[Path]:
+    """../shared/data next to the repo, or next to the folder of git worktrees that holds it."""
+    return [SHARED_HH, SHARED_HH.parents[3] / SHARED_HH.relative_to(SHARED_HH.parents[2])]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(t) for t in text.split(",") if t.strip()]
+
+
+@dataclass
+class HumanStudyConfig(QuickPreset):
+    """`seam experiment --human`: splits, RM grid, PMs, SEAM variants and endpoints fixed before the run."""
+
+    human: str | None = opt(None, "human preference DATASET (file or HF id) for the pre-registered study; "
+                                  f"'{AUTO}': the shared HH-RLHF test file when present, else proxy; "
+                                  f"'{PROXY}': proxy judge (synthetic rejected answers; never the headline)")
+    human_data_dir: str | None = opt(None, "data_dir of an HF dataset id", flag="--data-dir")
+    human_split: str = opt("train", "split of an HF dataset id", flag="--hf-split")
+    split_a: int = opt(1000, "A: human pairs for RM training (prompt-hash split)")
+    split_b: int = opt(300, "B: selection / acquisition pool pairs")
+    split_c: int = opt(600, "C: evaluation pairs (the primary endpoint)")
+    grid_sizes: list[int] = opt(default_factory=lambda: [0, 100, 300, 1000], parse=_ints,
+                                help="RM grid: human training pairs from A, e.g. 0,100,300,1000")
+    grid_seeds: int = opt(10, "seeds per RM grid size")
+    synthetic_arm: bool = opt(True, "no extra arm that adds synthetic adv/contrast pairs", flag="--no-synthetic-arm",
+                              invert=True)
+    study_policies: list[str] = opt(default_factory=lambda: [SMOLLM, GEMMA], flag="--study-policy", metavar="REF",
+                                    help="PMs, primary first (repeatable)")
+    # probes and SEAM variants
+    probe_k: int = opt(8, "probes per kind (adv, contrast) and item")
+    band_lo: float = opt(0.3, "contrast: least prompt cosine similarity of a neighbour")
+    band_hi: float = opt(0.9, "contrast: prompt cosine at or above which a neighbour is a near-duplicate")
+    alpha: float = opt(1.0, "variant alpha: length normalisation of today's SEAM")
+    beta: float = opt(0.5, "variant paper: generate()-style length penalty l/n^beta on the summed log-prob")
+    primary_variant: str = opt("paper", f"pre-registered primary SEAM variant ({', '.join(SEAM_VARIANTS)})")
+    pm_max_length: int = opt(192, "PM tokens per (prompt, response); long prompts are cut on the left")
+    # inference and controls
+    tost_margin: float = opt(0.05, "equivalence margin of AUROC around 0.5")
+    clusters: int = opt(6, "topic clusters of prompts (the positive control flips one)")
+    # acquisition and selection
+    acq_start: int = opt(200, "acquisition: human pairs from A to start from")
+    acq_add: int = opt(200, "acquisition: pairs added from B per arm")
+    acq_seeds: int = opt(20, "acquisition / selection seeds")
+    select_q: list[float] = opt(default_factory=lambda: [0.1, 0.25], parse=_csv_floats,
+                                help="selection: fractions of B dropped")
+    # shared with ExperimentConfig: its flags fill these (same dest), so they are not flags here
+    db: Path = opt(DEFAULT_DB, cli=False)
+    name: str = opt("full", cli=False)
+    seed: int = opt(0, cli=False)
+    device: str = opt("auto", cli=False)
+    dtype: str = opt("auto", cli=False)
+    models_dir: Path | None = opt(None, cli=False)
+    progress: bool = opt(True, cli=False, invert=True)
+    n_resamples: int = opt(2000, cli=False)
+
+    QUICK = dict(split_a=400, split_b=32, split_c=48, grid_sizes=[0, 100, 300], grid_seeds=10,
+                 study_policies=[SMOLLM], pm_max_length=128, clusters=4, acq_start=100, acq_add=16,
+                 acq_seeds=20, select_q=[0.25], n_resamples=500)
+
+    def __post_init__(self) -> None:
+        self.db = Path(self.db)
+        if self.primary_variant not in SEAM_VARIANTS:
+            raise ValueError(f"primary_variant must be one of {SEAM_VARIANTS}, not {self.primary_variant!r}")
+        if self.probe_k < 1 or self.grid_seeds < 2 or len(self.grid_sizes) < 2:
+            raise ValueError("probe_k >= 1, grid_seeds >= 2 (the RM ensemble) and >= 2 grid sizes are needed")
+        if not 0 <= self.band_lo < self.band_hi <= 1:
+            raise ValueError("need 0 <= band_lo < band_hi <= 1")
+        if max(self.grid_sizes) > self.split_a or self.acq_start > self.split_a or self.acq_add > self.split_b:
+            raise ValueError(f"grid sizes {self.grid_sizes} and acq_start {self.acq_start} must fit in split_a "
+                             f"{self.split_a}; acq_add {self.acq_add} in split_b {self.split_b}")
+        if not self.study_policies:
+            raise ValueError("at least one PM is needed")
+
+    @property
+    def proxy(self) -> bool:
+        return self.source is None
+
+    @property
+    def source(self) -> str | None:
+        """The human dataset, or None in proxy mode."""
+        h = self.human
+        if h is None or h == PROXY:
+            return None
+        if h == AUTO:
+            found = [p for p in shared_hh_candidates() if p.is_file()]
+            return str(found[0]) if found else None
+        return h
+
+    @property
+    def mode(self) -> str:
+        return "proxy judge" if self.proxy else "human"
+
+    @property
+    def models_path(self) -> Path:
+        return Path(self.models_dir) if self.models_dir else self.db.parent / "models"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["db"], d["models_dir"] = str(self.db), str(self.models_path)
+        d["mode"], d["source"] = self.mode, self.source
+        return d

@@ -1,0 +1,428 @@
+"""`seam experiment --human DATASET`: the pre-registered study, stage by stage.
+
+Order matters for the claim: the design (splits, sizes, models, SEAM variants, endpoints, controls and
+the power of each comparison) is written to the run ledger before any model is trained or scored, and
+stored again with the results in `study_design`. Everything numeric is then computed by the pure
+`compute(data, cfg)` modules (endpoint, controls, retrain_eval) from one frozen `EvidenceData`; SEAM itself
+is evaluated by the SQL macro `seam_variants` (metrics.sql) over the stored probe scores.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import itertools
+import math
+from typing import Callable
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from analysis.errors import UserError
+from analysis.pipeline.runner import StageRunner
+from analysis.storage import experiment_store, store
+from analysis.study import controls, endpoint, retrain_eval
+from analysis.study.evidence_data import RM, EvidenceData, Item, split_items
+from analysis.study.prereg_config import SEAM_VARIANTS, HumanStudyConfig
+
+PERM = controls.PERM
+VARIANT_COL = {"alpha": "seam_alpha", "paper": "log_seam_paper", "cand": "seam_cand", "hack_rate": "hack_rate"}
+
+
+# ------------------------------------------------------------------ items
+def load_items(cfg: HumanStudyConfig, log: Callable[[str], None]) -> list[Item]:
+    """Human pairs from the dataset (plus Spot-check hand labels), or proxy pairs without one."""
+    from analysis.data.ingest import Sample, open_records, parse_records
+
+    need = cfg.split_a + cfg.split_b + cfg.split_c
+    if cfg.proxy:
+        samples = [s for s in parse_records(open_records("builtin:chatterbot"), dataset="proxy")
+                   if isinstance(s, Sample) and s.gold.strip()]
+        if len(samples) < 2:
+            raise UserError("proxy mode needs the bundled chatterbot corpus; reinstall the package")
+        # proxy judge: the 'rejected' answer is another prompt's gold (worse by construction)
+        return [Item(s.sample_id, s.prompt, s.gold, samples[(i + len(samples) // 2) % len(samples)].gold, "proxy")
+                for i, s in enumerate(samples)]
+    try:
+        records = open_records(cfg.source, split=cfg.human_split, data_dir=cfg.human_data_dir)
+        items = [Item(s.sample_id, s.prompt, s.gold, s.rejected) for s in
+                 parse_records(records, dataset="human") if isinstance(s, Sample) and s.rejected]
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--human {cfg.source}: {exc}; give a preference file with chosen/rejected pairs, "
+                        "or --human proxy") from exc
+    items += hand_label_items(cfg)
+    if len(items) < need // 2:
+        raise UserError(f"--human {cfg.source}: only {len(items)} chosen/rejected pairs, the design asks for {need} "
+                        "(A+B+C); lower --split-a/--split-b/--split-c")
+    log(f"{len(items)} human pairs from {cfg.source}")
+    return items
+
+
+def hand_label_items(cfg: HumanStudyConfig) -> list[Item]:
+    """Spot-check consensus labels (a beat b) on pairs of the results DB, as human-labelled items."""
+    from analysis.storage.labels import LabelStore, consensus, labels_path_for
+
+    path, _ = labels_path_for(cfg.db)
+    if not path.is_file() or not cfg.db.is_file():
+        return []
+    cons = consensus(LabelStore(path).all())
+    cons = cons[cons["label"].isin(["a", "b"])]
+    if cons.empty:
+        return []
+    con = store.connect(cfg.db)
+    try:
+        ids = list(set(cons["a_id"]) | set(cons["b_id"]))
+        rows = con.execute("SELECT r.response_id, s.prompt, r.text FROM responses r JOIN samples s USING (sample_id)"
+                           " WHERE r.response_id IN (SELECT unnest(?))", [ids]).fetchall()
+    finally:
+        con.close()
+    txt = {r[0]: (r[1], r[2]) for r in rows}
+    out = []
+    for a, b, lab in cons[["a_id", "b_id", "label"]].itertuples(index=False):
+        if a in txt and b in txt:
+            win, lose = (a, b) if lab == "a" else (b, a)
+            out.append(Item(f"hand:{win}:{lose}", txt[win][0], txt[win][1], txt[lose][1], "hand"))
+    return out
+
+
+# ------------------------------------------------------------------ design
+def design(cfg: HumanStudyConfig, splits: dict[str, list[Item]]) -> dict:
+    n = {k: len(v) for k, v in splits.items()}
+    return {
+        "mode": cfg.mode, "source": cfg.source,
+        "splits": {"rule": "sha1(seed, prompt) order: first A, then B, then C; one item per prompt", "sizes": n},
+        "rm_grid": {"recipe": "Bradley-Terry pooler+classifier head on frozen all-MiniLM-L6-v2 [CLS]",
+                    "train_data": "human pairs from A only", "sizes": cfg.grid_sizes, "seeds": cfg.grid_seeds,
+                    "extra_arm": "human+synthetic: largest size plus, for the same A prompts, chosen vs one adv "
+                                 "perturbation and chosen vs another A prompt's chosen answer"
+                                 if cfg.synthetic_arm else None},
+        "policies": {"primary": cfg.study_policies[0], "secondary": cfg.study_policies[1:]},
+        "seam_variants": {"alpha": f"mean exp(l/n^{cfg.alpha}) h (today's)",
+                          "paper": f"log mean exp(l/n^{cfg.beta}) h, l summed incl. EOS (the paper's code)",
+                          "cand": "sum over hacking probes of softmax(l) over {y*, y_1..y_k}",
+                          "hack_rate": "mean h (no PM term)", "primary": cfg.primary_variant,
+                          "probes": f"{cfg.probe_k} adv perturbations of the chosen answer + {cfg.probe_k} contrast "
+                                    f"answers of other prompts (whole pool, prompt cosine in "
+                                    f"[{cfg.band_lo}, {cfg.band_hi})); the human-rejected answer is not a probe"},
+        "primary_endpoint": "AUROC of SEAM for E = 1[r(rejected) >= r(chosen)] on C per (PM, RM size) cell, mean "
+                            "over the cell's seeds, percentile bootstrap over prompts; never pooled over cells",
+        "secondary": "likelihood-ratio tests: SEAM added to |delta r|, and to |delta r| + RM-ensemble SD; "
+                     "Holm within each family",
+        "null": f"claimed only by TOST: 90% interval inside 0.5 +- {cfg.tost_margin}",
+        "controls": {"negative": "PM log-probs permuted across C probes",
+                     "positive": f"RM (largest size) trained with labels flipped on the largest of {cfg.clusters} "
+                                 "k-means topic clusters; SEAM must flag that cluster on C (lower CI end > 0.5)"},
+        "acquisition": f"start {cfg.acq_start} A pairs; add {cfg.acq_add} B pairs by top SEAM / top hack rate / "
+                       f"smallest |delta r| / random (ranked with the start RM); {cfg.acq_seeds} seeds",
+        "selection": f"train on B after dropping top-q SEAM vs random-q vs none, q in {cfg.select_q}; "
+                     f"{cfg.acq_seeds} seeds",
+        "not_in_this_version": ["best-of-N saturation (N up to 16)", "SFT'd SmolLM2 as a secondary PM"],
+        "power": endpoint.power(cfg, n["C"], n["B"]),
+        "config": cfg.to_dict(),
+    }
+
+
+# ------------------------------------------------------------------ probes
+def make_probes(cfg: HumanStudyConfig, splits, log) -> tuple[dict[str, list[tuple[str, str, str]]], dict[str, int], int]:
+    """Per B / C item: [(probe_id, kind, text)]; topic clusters of every item; the planted cluster."""
+    from sklearn.cluster import KMeans
+
+    from analysis.data.worse import adversarial, contrast_neighbours
+    from analysis.models.embed import Encoder
+
+    pool = splits["A"] + splits["B"] + splits["C"]
+    enc = Encoder(device=cfg.device)
+    pe = enc.encode([it.prompt for it in pool], progress=False)
+    ae = enc.encode([it.chosen for it in pool], progress=False)
+    del enc
+    gc.collect()
+    km = KMeans(n_clusters=cfg.clusters, random_state=cfg.seed, n_init=10).fit(pe)
+    cluster = {it.item_id: int(c) for it, c in zip(pool, km.labels_)}
+    planted = int(np.bincount(km.labels_).argmax())
+    neigh = contrast_neighbours(pe, ae, k=cfg.probe_k * 8, answers=[it.chosen for it in pool],
+                                prompt_threshold=cfg.band_hi)
+    probes, short = {}, 0
+    for idx, it in enumerate(pool):
+        if idx < len(splits["A"]):
+            continue
+        adv = [(f"{it.item_id}:adv{j}", "adv", t) for j, (t, _) in enumerate(adversarial(it.chosen, cfg.probe_k, cfg.seed))]
+        con = [(f"{it.item_id}:con{j}", "contrast", pool[nb].chosen)
+               for j, (nb, sim) in enumerate([x for x in neigh[idx] if x[1] >= cfg.band_lo][:cfg.probe_k])]
+        short += len(adv) + len(con) < 2 * cfg.probe_k
+        probes[it.item_id] = adv + con
+    log(f"probes for {len(probes)} B/C items ({short} with fewer than {2 * cfg.probe_k}); "
+        f"planted cluster {planted} ({int((km.labels_ == planted).sum())} of {len(pool)} prompts)")
+    return probes, cluster, planted
+
+
+# ------------------------------------------------------------------ run
+def run_study(cfg: HumanStudyConfig, log: Callable[[str], None] = print) -> dict:
+    from analysis.models.configs import RMTrainConfig
+    from analysis.models.reward import FrozenHeads
+    from analysis.pipeline.precompute import package_versions
+
+    items = load_items(cfg, log)
+    splits = split_items(items, {"A": cfg.split_a, "B": cfg.split_b, "C": cfg.split_c}, cfg.seed)
+    if len(splits["C"]) < 10 or len(splits["A"]) < max(cfg.grid_sizes):
+        raise UserError(f"too few items for the design: {({k: len(v) for k, v in splits.items()})}")
+    des = design(cfg, splits)
+    log(f"mode: {cfg.mode}; splits {des['splits']['sizes']}")
+    log("power (before running):")
+    for p in des["power"]:
+        mde = "-" if p["mde"] is None else f"{p['mde']:.3f}"
+        log(f"  {p['comparison']}: n={p['n']} positives={p['positives']} MDE={mde}")
+    results: dict[str, list[dict]] = {t: [] for t in experiment_store.EVIDENCE_TABLES}
+    conf = {**cfg.to_dict(), "preregistration": des}
+    with StageRunner(cfg.db, "experiment", conf, package_versions(), log=log) as runner:
+        run_id = runner.run_id
+        written = dt.datetime.now()
+        probes, cluster, planted = runner.stage("probes", lambda: make_probes(cfg, splits, log))
+        heads = runner.stage("rm_features", lambda: FrozenHeads(RMTrainConfig(device=cfg.device, dtype=cfg.dtype)))
+        A, B, C = splits["A"], splits["B"], splits["C"]
+
+        def feats(pairs):
+            return heads.features([p for p, _ in pairs], [t for _, t in pairs], progress=cfg.progress)
+
+        def build_feats():
+            f = {}
+            f["A_c"] = feats([(it.prompt, it.chosen) for it in A])
+            f["A_r"] = feats([(it.prompt, it.rejected) for it in A])
+            if cfg.synthetic_arm:
+                from analysis.data.worse import adversarial
+                f["A_adv"] = feats([(it.prompt, (adversarial(it.chosen, 1, cfg.seed) or [(it.chosen + " ...", {})])[0][0])
+                                    for it in A])
+                f["A_con"] = feats([(it.prompt, A[(i + 1) % len(A)].chosen) for i, it in enumerate(A)])
+            for name, part in (("B", B), ("C", C)):
+                texts = []
+                for it in part:
+                    texts += [(it.item_id, "gold", it.prompt, it.chosen), (it.item_id, "rejected", it.prompt, it.rejected)]
+                    texts += [(pid, kind, it.prompt, t) for pid, kind, t in probes.get(it.item_id, [])]
+                f[name + "_rows"] = texts
+                f[name] = feats([(p, t) for _, _, p, t in texts])
+            return f
+
+        F = runner.stage("encode", build_feats)
+
+        def train_grid():
+            rms, heads_by = [], {}
+            nA = len(A)
+            flip = np.array([cluster[it.item_id] == planted for it in A])
+            for size, seed in itertools.product(cfg.grid_sizes, range(cfg.grid_seeds)):
+                sel = np.random.default_rng(1000 + seed).permutation(nA)[:size]
+                ref = f"rm-{size}-s{seed}"
+                heads_by[ref] = heads.fit(F["A_c"][sel], F["A_r"][sel], seed)
+                rms.append(RM(ref, size, seed, "human"))
+            top = max(cfg.grid_sizes)
+            for seed in range(cfg.grid_seeds):
+                sel = np.random.default_rng(1000 + seed).permutation(nA)[:top]
+                if cfg.synthetic_arm:
+                    c = np.concatenate([F["A_c"][sel]] * 3)
+                    r = np.concatenate([F["A_r"][sel], F["A_adv"][sel], F["A_con"][sel]])
+                    ref = f"rm-{top}+syn-s{seed}"
+                    heads_by[ref] = heads.fit(c, r, seed)
+                    rms.append(RM(ref, top, seed, "human+synthetic"))
+                f = flip[sel]
+                c = np.where(f[:, None], F["A_r"][sel], F["A_c"][sel])
+                r = np.where(f[:, None], F["A_c"][sel], F["A_r"][sel])
+                ref = f"rm-{top}-planted-s{seed}"
+                heads_by[ref] = heads.fit(c, r, seed)
+                rms.append(RM(ref, top, seed, "planted"))
+            return rms, heads_by
+
+        rms, heads_by = runner.stage("train_rms", train_grid)
+        log(f"trained {len(rms)} RMs")
+
+        def pm_scores():
+            from analysis.models.policy import PolicyConfig, PolicyModel
+
+            out = {}
+            rows = [r for r in F["C_rows"] + F["B_rows"] if r[1] != "rejected"]
+            for ref in cfg.study_policies:
+                pm = PolicyModel(ref, models_dir=cfg.models_dir,
+                                 config=PolicyConfig(device=cfg.device, dtype=cfg.dtype, max_length=cfg.pm_max_length))
+                todo = rows if ref == cfg.study_policies[0] else [r for r in F["C_rows"] if r[1] != "rejected"]
+                res = pm.score([p for _, _, p, _ in todo], [t for _, _, _, t in todo], progress=cfg.progress)
+                out[ref] = {r[0]: v for r, v in zip(todo, res)}
+                del pm
+                gc.collect()
+            return out
+
+        PM = runner.stage("pm_scores", pm_scores)
+        item_of = {}
+        for part in (B, C):
+            for it in part:
+                item_of[it.item_id] = it.item_id
+                for pid, _, _ in probes.get(it.item_id, []):
+                    item_of[pid] = it.item_id
+
+        def rid(row):  # probe id (gold and rejected rows carry the item id)
+            return row[0] if row[1] in ("adv", "contrast") else f"{row[0]}:{row[1]}"
+
+        def probe_table():
+            cols = {k: [] for k in ("run_id", "item_id", "probe_id", "variant", "policy", "reward", "logprob_sum",
+                                    "n_tokens", "score")}
+            scores = {ref: heads.score(h, F["C"]) for ref, h in heads_by.items()}
+            crow = [r for r in F["C_rows"]]
+            perm_rng = np.random.default_rng(cfg.seed + 7)
+            for pol in cfg.study_policies:
+                lp = PM[pol]
+                idx = [i for i, r in enumerate(crow) if r[1] != "rejected"]
+                variants = [(pol, [lp[crow[i][0]] for i in idx])]
+                if pol == cfg.study_policies[0]:
+                    probe_pos = [j for j, i in enumerate(idx) if crow[i][1] in ("adv", "contrast")]
+                    shuffled = list(variants[0][1])
+                    src = perm_rng.permutation(probe_pos)
+                    for a, b in zip(probe_pos, src):
+                        shuffled[a] = variants[0][1][b]
+                    variants.append((pol + PERM, shuffled))
+                for name, vals in variants:
+                    for ref, sc in scores.items():
+                        for j, i in enumerate(idx):
+                            row = crow[i]
+                            cols["run_id"].append(run_id)
+                            cols["item_id"].append(item_of[row[0]])
+                            cols["probe_id"].append(rid(row))
+                            cols["variant"].append(row[1])
+                            cols["policy"].append(name)
+                            cols["reward"].append(ref)
+                            cols["logprob_sum"].append(float(vals[j][0]))
+                            cols["n_tokens"].append(int(vals[j][1]))
+                            cols["score"].append(float(sc[i]))
+            return cols
+
+        cols = runner.stage("probe_scores", probe_table)
+
+        def seam_from_sql(cols):
+            con = duckdb.connect()
+            try:
+                store.init_schema(con)
+                con.register("_p", pa.table(cols))
+                con.execute("INSERT INTO study_probe_scores SELECT * FROM _p")
+                got = con.execute("SELECT * FROM seam_variants(?, alpha := ?, beta := ?) WHERE variant = 'all'",
+                                  [run_id, cfg.alpha, cfg.beta]).fetchall()
+                names = [d[0] for d in con.description]
+            finally:
+                con.close()
+            seam = {}
+            for r in got:
+                d = dict(zip(names, r))
+                for v in SEAM_VARIANTS:
+                    val = d[VARIANT_COL[v]]
+                    seam.setdefault((d["policy"], d["reward"], v), {})[d["item_id"]] = (
+                        float(val) if val is not None else math.nan)
+            return seam
+
+        seam = runner.stage("seam_sql", lambda: seam_from_sql(cols))
+        margin = {}
+        gi = {r[0]: i for i, r in enumerate(F["C_rows"]) if r[1] == "gold"}
+        ri = {r[0]: i for i, r in enumerate(F["C_rows"]) if r[1] == "rejected"}
+        for ref, h in heads_by.items():
+            s = heads.score(h, F["C"])
+            margin[ref] = {it.item_id: float(s[gi[it.item_id]] - s[ri[it.item_id]]) for it in C}
+
+        retrain_rows = runner.stage("acquisition_selection", lambda: acquisition_selection(
+            cfg, heads, F, A, B, C, PM[cfg.study_policies[0]], run_id, log))
+        data = EvidenceData(mode=cfg.mode, items=[it.item_id for it in C], policies=list(cfg.study_policies),
+                            rms=rms, margin=margin, seam=seam, cluster=cluster, planted_cluster=planted,
+                            retrain=retrain_rows)
+        for name, fn in (("endpoint", endpoint.compute), ("controls", controls.compute),
+                         ("retrain_eval", retrain_eval.compute)):
+            tables = runner.stage(name, lambda fn=fn: fn(data, cfg))
+            for t, rows in tables.items():
+                results[t].extend(dict(run_id=run_id, **r) for r in rows)
+        verdict = retrain_eval.verdict(data, cfg, results["study_endpoint"], results["study_controls"],
+                                       results["study_retrain"])
+        results["study_verdict"].append(dict(run_id=run_id, mode=cfg.mode, headline=not cfg.proxy, verdict=verdict))
+        results["study_design"].append(dict(run_id=run_id, mode=cfg.mode, design=des, written_at=written))
+        results["study_power"] = [dict(run_id=run_id, **p) for p in des["power"]]
+        results["study_items"] = [dict(run_id=run_id, item_id=it.item_id, split=k, cluster=cluster.get(it.item_id),
+                                       label_source=it.label_source) for k, part in splits.items() for it in part]
+        acc = {ref: float(np.mean([m > 0 for m in margin[ref].values()])) for ref in margin}
+        results["study_models"] = [dict(run_id=run_id, model=r.ref, role="reward", size=r.size, seed=r.seed, arm=r.arm,
+                                        accuracy_c=acc[r.ref], info={}) for r in rms]
+        results["study_probe_scores"] = [dict(zip(cols, v)) for v in zip(*cols.values())]
+        counts = runner.stage("write", lambda: experiment_store.write_evidence(cfg.db, results))
+        log(f"verdict ({cfg.mode}): {verdict}")
+        prim = [r for r in results["study_endpoint"] if r["stat"] == "auroc" and r["seam_variant"] == cfg.primary_variant]
+        summary = {"run_id": run_id, "mode": cfg.mode, "timings_s": runner.timings, "splits": des["splits"]["sizes"],
+                   "power": des["power"],
+                   "primary_endpoint": {f"{r['policy']} x rm-{r['rm_size']} ({r['arm']})":
+                                        f"{r['value']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}] n={r['n']} pos~{r['positives']}"
+                                        for r in prim},
+                   "controls": [{k: c[k] for k in ("control", "seam_variant", "value", "lo", "hi", "passed")}
+                                for c in results["study_controls"]],
+                   "retrain": [{k: r[k] for k in ("analysis", "arm", "q", "accuracy", "lo", "hi", "delta_vs_random",
+                                                  "delta_lo", "delta_hi")} for r in results["study_retrain"]],
+                   "verdict": verdict, "table_rows": counts}
+        return runner.finish(summary)
+
+
+def acquisition_selection(cfg, heads, F, A, B, C, pm_lp, run_id, log) -> list[dict]:
+    """Retrain RMs per arm and seed; record per C item whether the RM ranks chosen above rejected.
+    B items are ranked with the seed's start RM: SEAM (primary variant, SQL macro), hack rate, |delta r|."""
+    brow = F["B_rows"]
+    b_items = [it.item_id for it in B]
+    bg = {r[0]: i for i, r in enumerate(brow) if r[1] == "gold"}
+    br = {r[0]: i for i, r in enumerate(brow) if r[1] == "rejected"}
+    crow = F["C_rows"]
+    cg = [i for i, r in enumerate(crow) if r[1] == "gold"]
+    cr = [i for i, r in enumerate(crow) if r[1] == "rejected"]
+    c_ids = [crow[i][0] for i in cg]
+    Bc = F["B"][[bg[i] for i in b_items]]
+    Br = F["B"][[br[i] for i in b_items]]
+    out = []
+
+    def record(analysis, arm, q, seed, head):
+        s = heads.score(head, F["C"])
+        for item, g, r in zip(c_ids, cg, cr):
+            out.append(dict(analysis=analysis, arm=arm, q=q, seed=seed, item=item, correct=float(s[g] > s[r])
+                            if s[g] != s[r] else 0.5))
+
+    for seed in range(cfg.acq_seeds):
+        sel = np.random.default_rng(5000 + seed).permutation(len(A))[:cfg.acq_start]
+        base = heads.fit(F["A_c"][sel], F["A_r"][sel], seed)
+        sb = heads.score(base, F["B"])
+        cols = {k: [] for k in ("run_id", "item_id", "probe_id", "variant", "policy", "reward", "logprob_sum",
+                                "n_tokens", "score")}
+        for i, row in enumerate(brow):
+            if row[1] == "rejected":
+                continue
+            lp, n = pm_lp[row[0]]
+            for k, v in zip(cols, (run_id, row[0] if row[1] == "gold" else row[0].rsplit(":", 1)[0],
+                                   row[0] + ":gold" if row[1] == "gold" else row[0], row[1], "pm", "base",
+                                   float(lp), int(n), float(sb[i]))):
+                cols[k].append(v)
+        con = duckdb.connect()
+        try:
+            store.init_schema(con)
+            con.register("_p", pa.table(cols))
+            con.execute("INSERT INTO study_probe_scores SELECT * FROM _p")
+            got = {r[0]: r[1:] for r in con.execute(
+                f"SELECT item_id, {VARIANT_COL[cfg.primary_variant]}, hack_rate FROM "
+                "seam_variants(?, alpha := ?, beta := ?) WHERE variant = 'all'", [run_id, cfg.alpha, cfg.beta]).fetchall()}
+        finally:
+            con.close()
+        seam_b = endpoint._finite(np.array([got[i][0] if i in got and got[i][0] is not None else -math.inf
+                                            for i in b_items], float))
+        hack_b = np.array([(got.get(i, (0, 0))[1] or 0.0) for i in b_items])
+        marg_b = np.abs(sb[[bg[i] for i in b_items]] - sb[[br[i] for i in b_items]])
+        rng = np.random.default_rng(9000 + seed)
+        tie = rng.random(len(b_items)) * 1e-9
+        arms = {"top_seam": np.argsort(-(np.nan_to_num(seam_b, nan=-1e300) + tie))[:cfg.acq_add],
+                "top_hack_rate": np.argsort(-(hack_b + tie))[:cfg.acq_add],
+                "smallest_margin": np.argsort(marg_b + tie)[:cfg.acq_add],
+                "random": rng.permutation(len(b_items))[:cfg.acq_add]}
+        record("acquisition", "start", None, seed, base)
+        for arm, add in arms.items():
+            h = heads.fit(np.concatenate([F["A_c"][sel], Bc[add]]), np.concatenate([F["A_r"][sel], Br[add]]), seed)
+            record("acquisition", arm, None, seed, h)
+        for q in cfg.select_q:
+            n_drop = int(round(q * len(b_items)))
+            drop = {"top_seam": np.argsort(-(np.nan_to_num(seam_b, nan=-1e300) + tie))[:n_drop],
+                    "random": rng.permutation(len(b_items))[:n_drop], "none": np.array([], int)}
+            for arm, d in drop.items():
+                keep = np.setdiff1d(np.arange(len(b_items)), d)
+                record("selection", arm, q, seed, heads.fit(Bc[keep], Br[keep], seed))
+    log(f"acquisition / selection: {len(out)} item outcomes over {cfg.acq_seeds} seeds")
+    return out

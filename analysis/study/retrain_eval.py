@@ -1,0 +1,94 @@
+"""Acquisition and selection arms of the pre-registered study, summarised from per-item outcomes.
+
+The orchestration trains one RM per (analysis, arm, q, seed) and records, per C item, whether it ranks
+the human-chosen answer above the rejected one (`data.retrain`). This module only summarises: mean
+accuracy per arm with a two-way bootstrap (seeds and items resampled), and the difference to the
+random arm resampled the same way (paired).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import numpy as np
+
+from analysis.study.evidence_data import EvidenceData
+
+
+def _matrix(rows: list[dict], items: list[str]) -> np.ndarray:
+    seeds = sorted({r["seed"] for r in rows})
+    m = np.full((len(seeds), len(items)), np.nan)
+    si, ii = {s: k for k, s in enumerate(seeds)}, {i: k for k, i in enumerate(items)}
+    for r in rows:
+        m[si[r["seed"]], ii[r["item"]]] = r["correct"]
+    return m
+
+
+def compute(data: EvidenceData, cfg) -> dict[str, list[dict]]:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in data.retrain:
+        groups[(r["analysis"], r["q"], r["arm"])].append(r)
+    out, rng = [], np.random.default_rng(cfg.seed)
+    for (analysis, q, arm), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0, kv[0][2])):
+        m = _matrix(rows, data.items)
+        ref_rows = groups.get((analysis, q, "random"))
+        ref = _matrix(ref_rows, data.items) if ref_rows and arm != "random" else None
+        boots, deltas = [], []
+        S, N = m.shape
+        for _ in range(cfg.n_resamples):
+            s, i = rng.integers(0, S, S), rng.integers(0, N, N)
+            boots.append(np.nanmean(m[np.ix_(s, i)]))
+            if ref is not None and ref.shape == m.shape:
+                deltas.append(np.nanmean(m[np.ix_(s, i)]) - np.nanmean(ref[np.ix_(s, i)]))
+        d = float(np.nanmean(m) - np.nanmean(ref)) if ref is not None and ref.shape == m.shape else None
+        out.append(dict(analysis=analysis, arm=arm, q=q, accuracy=float(np.nanmean(m)),
+                        lo=float(np.quantile(boots, 0.025)), hi=float(np.quantile(boots, 0.975)),
+                        delta_vs_random=d,
+                        delta_lo=float(np.quantile(deltas, 0.025)) if deltas else None,
+                        delta_hi=float(np.quantile(deltas, 0.975)) if deltas else None,
+                        n_seeds=S, n_items=N))
+    return {"study_retrain": out}
+
+
+def verdict(data: EvidenceData, cfg, endpoint: list[dict], controls: list[dict], retrain: list[dict]) -> str:
+    """One paragraph in plain words, generated from the numbers (including 'no evidence')."""
+    who = "human labels" if data.mode == "human" else "a proxy judge (synthetic rejected answers; not evidence about humans)"
+    pos = [c for c in controls if c["control"].startswith("positive") and c["seam_variant"] == cfg.primary_variant]
+    if not pos or not pos[0]["passed"]:
+        got = (f"AUROC {pos[0]['value']:.2f} [{pos[0]['lo']:.2f}, {pos[0]['hi']:.2f}]" if pos and
+               not math.isnan(pos[0]["value"]) else "not measured")
+        return (f"Judged against {who}: the positive control FAILED — SEAM ({cfg.primary_variant}) did not flag "
+                f"the topic cluster on which an RM was deliberately trained with flipped labels ({got}). "
+                "The pipeline cannot detect a known failure at this size, so this run supports no claim "
+                "about SEAM either way.")
+    prim = [r for r in endpoint if r["primary_endpoint"] and r["stat"] == "auroc" and not math.isnan(r["value"])]
+    good = [r for r in prim if r["lo"] > 0.5 and (r.get("p_holm") or 1) < 0.05]
+    bad = [r for r in prim if r["hi"] < 0.5 and (r.get("p_holm") or 1) < 0.05]
+    null = [r for r in prim if r["equivalent"]]
+    cells = "; ".join(f"RM size {r['rm_size']}: {r['value']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]" for r in prim)
+    parts = [f"Judged against {who}, with the positive control passed (planted cluster AUROC "
+             f"{pos[0]['value']:.2f} [{pos[0]['lo']:.2f}, {pos[0]['hi']:.2f}]), the pre-registered primary "
+             f"endpoint — AUROC of SEAM ({cfg.primary_variant}) for 'the RM prefers the human-rejected "
+             f"answer' on {len(data.items)} held-out prompts — was: {cells}."]
+    if good:
+        parts.append(f"SEAM predicted RM errors better than chance in {len(good)} of {len(prim)} cells "
+                     "(Holm-corrected).")
+    if bad:
+        parts.append(f"It was significantly WORSE than chance in {len(bad)} cell(s).")
+    if null:
+        parts.append(f"In {len(null)} cell(s) SEAM was shown equivalent to chance (TOST ±{cfg.tost_margin}).")
+    if not good and not bad:
+        parts.append("There is no evidence that SEAM predicts where the RM disagrees with humans"
+                     + ("" if null else "; the intervals are too wide to conclude it does not (no equivalence)") + ".")
+    lrt = [r for r in endpoint if r["primary_endpoint"] is False and r["stat"] == "lrt_vs_margin"
+           and r["policy"] == data.primary_pm and r["seam_variant"] == cfg.primary_variant]
+    sig = [r for r in lrt if r.get("p_holm") is not None and not math.isnan(r["p_holm"]) and r["p_holm"] < 0.05]
+    parts.append(f"Over the RM's own margin |Δr|, SEAM added significant information in {len(sig)} of {len(lrt)} cells.")
+    acq = [r for r in retrain if r["analysis"] == "acquisition" and r["arm"] == "top_seam" and r["delta_vs_random"] is not None]
+    if acq:
+        a = acq[0]
+        word = "helped" if a["delta_lo"] > 0 else ("hurt" if a["delta_hi"] < 0 else "made no detectable difference")
+        parts.append(f"Adding the top-SEAM pool pairs to RM training {word} compared with random pairs "
+                     f"(accuracy difference {a['delta_vs_random']:+.3f} [{a['delta_lo']:+.3f}, {a['delta_hi']:+.3f}]).")
+    return " ".join(parts)

@@ -1,0 +1,60 @@
+"""Evidence: the pre-registered study of SEAM against human labels (`seam experiment --human`).
+
+Why a page of its own: the other pages describe a DB; this one answers whether SEAM can be trusted, so
+it shows the design as registered before the run, the primary endpoint per (PM, RM) cell with intervals,
+the controls, acquisition and selection, and the verdict generated from those numbers. A proxy-judge run
+is labelled as such everywhere on the page and is never presented as the headline.
+"""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+from analysis.queries import evidence as q
+from app import common
+
+st.title("Evidence")
+v = common.run(q.verdict)
+if not v:
+    st.info("No pre-registered study in this DB yet. Run `seam experiment --human DATASET` (or `--human proxy` "
+            "without human labels; `--quick` for a small run) with `--db` pointing here, then reload.")
+    st.stop()
+
+proxy = v["mode"] != "human"
+tag = " (proxy judge)" if proxy else ""
+if proxy:
+    st.warning("**Proxy judge**: these results use synthetic rejected answers, not human labels. They test the "
+               "pipeline, not SEAM; they are not the headline.")
+st.subheader("Verdict" + tag)
+st.markdown(common.md(v["verdict"]))
+st.caption(f"run {common.md(v['run_id'])}; pre-registration written {common.md(v['written_at'])}")
+
+design = v["design"]
+with st.expander("Pre-registration" + tag, expanded=False):
+    st.json({k: val for k, val in design.items() if k != "config"})
+    st.caption("Full configuration:")
+    st.code(json.dumps(design.get("config", {}), indent=2), language="json")
+
+st.subheader("Power (computed before the run)" + tag)
+st.dataframe(common.run(q.power), hide_index=True)
+
+st.subheader("Primary endpoint: AUROC of SEAM for 'RM prefers the human-rejected answer'" + tag)
+st.caption("Per (PM, RM size) cell, never pooled; mean over the cell's seeds; 95% percentile bootstrap over "
+           "prompts; p Holm-corrected; 'equivalent' = TOST inside 0.5 ± margin. The pre-registered primary "
+           "rows come first.")
+st.dataframe(common.run(q.primary_endpoint), hide_index=True)
+
+st.subheader("Controls" + tag)
+st.dataframe(common.run(q.controls), hide_index=True)
+
+st.subheader("Added value over |Δr| and RM-ensemble disagreement" + tag)
+st.dataframe(common.run(q.secondary), hide_index=True)
+
+st.subheader("Acquisition and selection" + tag)
+st.caption("RM accuracy on C per arm; interval: bootstrap over seeds and items; delta against the random arm.")
+st.dataframe(common.run(q.retrain), hide_index=True)
+
+st.subheader("RM grid" + tag)
+st.dataframe(common.run(q.rm_grid), hide_index=True)
