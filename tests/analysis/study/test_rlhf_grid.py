@@ -19,7 +19,7 @@ from analysis.stats.rlhf import kl_estimate, kl_items, proxy_vs_real, win_items,
 from analysis.storage import store
 from analysis.study.rlhf_grid import RLHFGridConfig, cell_id, curve_rows, grid_source
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 # ------------------------------------------------------------------ pure estimators

@@ -20,7 +20,7 @@ from analysis.pipeline.precompute import run_precompute
 
 pytestmark = pytest.mark.slow
 
-HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+HH = Path(__file__).resolve().parents[4] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 PM = "builtin:smollm2-135m-instruct"
 
 

@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 from analysis.data import synthetic
 from analysis.storage import store
 
-MAIN = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 
 HOSTILE = ["![x](http://evil/x.png)", "<img src=x>", "[link](javascript:alert(1))", "**bold**", "$x$"]
 H = " ".join(HOSTILE)  # prefixed to every text value in the DB

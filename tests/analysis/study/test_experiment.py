@@ -164,7 +164,7 @@ def test_experiment_end_to_end_tiny(tmp_path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
 
-    nb_path = Path(__file__).resolve().parents[1] / "notebooks" / "paper_miniature.ipynb"
+    nb_path = Path(__file__).resolve().parents[3] / "notebooks" / "paper_miniature.ipynb"
     nb = nbformat.read(nb_path, as_version=4)
     monkeypatch.setenv("SEAM_DB", str(db))
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()

@@ -14,7 +14,7 @@ from analysis.pipeline.info import db_info
 from analysis.pipeline.runner import StageRunner
 from analysis.storage import ledger
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 CHILD = """
 import sys, time

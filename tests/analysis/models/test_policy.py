@@ -35,7 +35,7 @@ from analysis.models.policy import (
 )
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-MODELS = Path(os.environ.get("SEAM_MODELS_DIR", Path(__file__).resolve().parents[1] / "cache" / "models"))
+MODELS = Path(os.environ.get("SEAM_MODELS_DIR", Path(__file__).resolve().parents[3] / "cache" / "models"))
 TOL = 1e-3  # nats per sequence, float32
 
 # Mixed lengths, repeated prompts (shared KV), an empty response (EOS only), a long response.

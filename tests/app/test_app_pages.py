@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from analysis.storage import store
 from analysis.data import synthetic
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EVIL = "<script>alert('x')</script> **bold** [link](http://evil.example) <img src=x onerror=alert(1)>"
 
 

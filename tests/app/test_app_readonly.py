@@ -17,7 +17,7 @@ import pytest
 from analysis.data import synthetic
 from analysis.storage import labels as labels_mod
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = textwrap.dedent("""
     import json, sys

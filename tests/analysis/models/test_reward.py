@@ -28,7 +28,7 @@ from analysis.models.reward import (CARD_NAME, RewardModel, RMTrainConfig, Unsup
                              score_shared, shared_backbone_groups, train_reward_model)
 
 # ../shared/data beside the checkout (SPEC §4); absent in a user's clone, so HH tests skip there.
-HH_PATH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+HH_PATH = Path(__file__).resolve().parents[4] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from analysis.data.ingest import (REJECT_KEY, ColumnMap, Reject, Sample, content
                              messages_to_prompt, open_records, parse_records, response_id, sample_id,
                              transcript_to_messages)
 
-HH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+HH = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 if not HH.exists():
     HH = Path("/work/shared/data/hh-rlhf-harmless-base-test.jsonl.gz")
 needs_hh = pytest.mark.skipif(not HH.exists(), reason="../shared/data (HH-RLHF test split) is not present: "
