@@ -44,12 +44,8 @@ def package_versions() -> dict[str, str]:
 
 
 def hash_unit(sample_id: str) -> float:
-    """Deterministic position of a sample in [0, 1): used by --fraction and --shard."""
+    """Deterministic position of a sample in [0, 1): used by --fraction."""
     return int(sample_id[:8], 16) / 16**8
-
-
-def in_shard(sample_id: str, shard: tuple[int, int] | None) -> bool:
-    return shard is None or int(sample_id[8:16], 16) % shard[1] == shard[0]
 
 
 @dataclass
@@ -151,8 +147,6 @@ class Precompute:
                 self.stats.add("rejects")
             else:
                 if cfg.fraction is not None and hash_unit(item.sample_id) >= cfg.fraction:
-                    continue
-                if not in_shard(item.sample_id, cfg.shard):
                     continue
                 fmt_seen.add(str(item.meta.get("format", cfg.format)))
                 samples.append(self._sample_row(item))
@@ -282,12 +276,12 @@ class Precompute:
         self._pm = PolicyModel(ref, self.cfg.models_path,
                                PolicyConfig(device=self.cfg.device, dtype=self.cfg.dtype,
                                             max_length=self.cfg.max_length, token_budget=self.cfg.token_budget))
-        self._record_model(ref, "policy", self._pm)
+        self._record_model(ref, "policy", self._pm.info())
         return self._pm
 
-    def _record_model(self, ref: str, role: str, model) -> None:
+    def _record_model(self, ref: str, role: str, info: dict) -> None:
+        """Store a loaded model's info (from this process, or from a Ray worker that loaded it)."""
         from analysis.models.resolve import weights_sha256
-        info = model.info()
         resolved = str(info.get("path", ref))
         if Path(resolved).exists():
             resolved = str(Path(resolved).absolute())
@@ -392,34 +386,41 @@ class Precompute:
         bar.close()
 
     def score_policies(self) -> None:
+        if self.cfg.ray:
+            from analysis.pipeline.distributed import score_on_ray
+            self._pm = None  # the workers load their own replicas: free the driver's copy
+            gc.collect()
+            for ref in self.cfg.policies:
+                score_on_ray(self, "pm", ref)
+            return
+        from analysis.pipeline.scoring import BatchScorer, ScorerSpec
         for ref in self.cfg.policies:
-            pm = self._load_policy(ref)
+            scorer = BatchScorer(ScorerSpec.from_config(self.cfg, "pm", ref), model=self._load_policy(ref))
 
-            def fn(page, pm=pm, ref=ref):
+            def fn(page, scorer=scorer):
                 t0 = time.perf_counter()
-                res = pm.score([p[2] for p in page], [p[3] for p in page], progress=False)
+                rows = scorer.rows(page)
                 self.stats.pm_seconds += time.perf_counter() - t0
-                self.stats.pm_tokens += sum(n for _, n in res)
-                self.stats.add("pm_unscorable_too_long", sum(1 for lp, _ in res if lp != lp))
-                return [(p[1], ref, float(lp), int(n), float(lp) / max(int(n), 1)) for p, (lp, n) in zip(page, res)]
+                self.stats.pm_tokens += sum(r[3] for r in rows)
+                self.stats.add("pm_unscorable_too_long", sum(1 for r in rows if r[2] != r[2]))
+                return rows
 
             self._score_pages("pm", ref, fn)
-            del pm, fn  # so the next PM's load can free this one
+            del scorer, fn  # so the next PM's load can free this one
         self._pm = None  # RMs come next: release the PM
         gc.collect()
 
     def score_rewards(self) -> None:
-        from analysis.models.reward import RewardModel
+        from analysis.pipeline.scoring import BatchScorer, ScorerSpec
         for ref in self.cfg.rewards:
-            rm = RewardModel(ref, device=self.cfg.device, dtype=self.cfg.dtype, batch_size=self.cfg.rm_batch_size)
-            self._record_model(ref, "reward", rm)
-
-            def fn(page, rm=rm, ref=ref):
-                scores = rm.score([p[2] for p in page], [p[3] for p in page], progress=False)
-                return [(p[1], ref, float(s)) for p, s in zip(page, scores)]
-
-            self._score_pages("rm", ref, fn)
-            del rm
+            if self.cfg.ray:
+                from analysis.pipeline.distributed import score_on_ray
+                score_on_ray(self, "rm", ref)
+                continue
+            scorer = BatchScorer(ScorerSpec.from_config(self.cfg, "rm", ref))
+            self._record_model(ref, "reward", scorer.info())
+            self._score_pages("rm", ref, scorer.rows)
+            del scorer
             gc.collect()
 
     # ------------------------------------------------------------ map / finalize
@@ -485,11 +486,7 @@ class Precompute:
 def run_precompute(cfg: PrecomputeConfig, log: Callable[[str], None] = print) -> dict:
     """Run (or resume) a precompute; returns the run summary stored in `runs`."""
     preflight.check_precompute(cfg)
-    summary = Precompute(cfg, log).run()
-    if cfg.shard is not None:
-        parts = store.export_parts(cfg.db, cfg.db.parent / "parts", f"shard-{cfg.shard[0]}-of-{cfg.shard[1]}")
-        log(f"shard parts written: {len(parts)} files under {cfg.db.parent / 'parts'}")
-    return summary
+    return Precompute(cfg, log).run()
 
 
 def dumps(summary: dict) -> str:
