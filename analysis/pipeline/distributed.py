@@ -68,8 +68,12 @@ def parse_address(value: str) -> tuple[str, int | None]:
     return value, None
 
 
+_STARTED_LOCAL = False
+
+
 def init_ray(address: str) -> None:
     """Connect to (or start) the Ray instance named by `--ray`; once per process."""
+    global _STARTED_LOCAL
     try:
         import ray
     except ImportError:
@@ -82,8 +86,18 @@ def init_ray(address: str) -> None:
     if addr == "local":
         mb = int(os.environ.get("SEAM_RAY_OBJECT_STORE_MB", LOCAL_OBJECT_STORE_MB))
         ray.init(address="local", num_cpus=cpus, object_store_memory=mb << 20, include_dashboard=False, **kw)
+        _STARTED_LOCAL = True
     else:
         ray.init(address=addr, **kw)
+
+
+def shutdown() -> None:
+    """Stop the private instance a `--ray local` run started (a cluster's connection is left to exit)."""
+    global _STARTED_LOCAL
+    if _STARTED_LOCAL:
+        import ray
+        ray.shutdown()
+        _STARTED_LOCAL = False
 
 
 def actor_pool(cfg_cpus: int) -> tuple[dict, int]:

@@ -486,7 +486,12 @@ class Precompute:
 def run_precompute(cfg: PrecomputeConfig, log: Callable[[str], None] = print) -> dict:
     """Run (or resume) a precompute; returns the run summary stored in `runs`."""
     preflight.check_precompute(cfg)
-    return Precompute(cfg, log).run()
+    try:
+        return Precompute(cfg, log).run()
+    finally:
+        if cfg.ray:
+            from analysis.pipeline.distributed import shutdown
+            shutdown()
 
 
 def dumps(summary: dict) -> str:
