@@ -1,4 +1,4 @@
-"""`seam` command line: precompute, demo, app, info, train-rm, train-pm, experiment, import-rlhf.
+"""`seam` command line: precompute, demo, app, info, train-rm, train-pm, experiment, import-rlhf, rlhf-grid.
 
 Plain argparse (no extra dependency); each command's flags are generated from its config dataclass
 (`analysis.options`), so defaults and help text live in one place.
@@ -180,6 +180,14 @@ def cmd_experiment(args) -> int:
     return 0
 
 
+def cmd_rlhf_grid(args) -> int:
+    from analysis.study.rlhf_grid import RLHFGridConfig, run_rlhf_grid
+
+    summary = run_rlhf_grid(from_args(RLHFGridConfig, args))
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """One sub-command per config: the flags come from the dataclasses above and in the packages."""
     from analysis.models.configs import RMTrainConfig
@@ -187,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     from analysis.pipeline.config import PrecomputeConfig
     from analysis.pipeline.demo import DemoConfig
     from analysis.study.config import ExperimentConfig
+    from analysis.study.rlhf_grid import RLHFGridConfig
 
     ap = argparse.ArgumentParser(prog="seam", description="SEAM Lens: PM-RM seamlessness analysis")
     ap.add_argument("--debug", action="store_true", help="show the full traceback of an error")
@@ -206,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
          [(ImportOptions, ())]),
         ("experiment", "the paper's analyses in miniature: saturation, mismatch, SEAM validation, selection, "
                        "augmentation (offline)", cmd_experiment, [(StudyOptions, ()), (ExperimentConfig, ())]),
+        ("rlhf-grid", "real online RL (TRL RLOO) per PM x RM cell, judged on held-out prompts", cmd_rlhf_grid,
+         [(RLHFGridConfig, ())]),
     ]
     for name, help_text, func, configs in commands:
         p = sub.add_parser(name, help=help_text, description=help_text)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import json
 import math
 import os
 import re
@@ -166,8 +167,18 @@ def require_db() -> dict:
 # ---------------------------------------------------------------------------------------------------
 # labels
 
+@st.cache_resource(show_spinner=False)
+def _label_store(path: str) -> labels_mod.LabelStore:
+    return labels_mod.LabelStore(path)
+
+
 def label_store() -> labels_mod.LabelStore:
-    return labels_mod.LabelStore(settings().labels)
+    """The labels file's store, opened once per path (opening runs the schema script: not per click). It
+    holds no connection (one per operation), so sharing it across sessions is safe."""
+    path = settings().labels
+    if not path.exists():  # deleted or moved since: open (and create) it again
+        _label_store.clear()
+    return _label_store(str(path))
 
 
 def labels_df() -> pd.DataFrame:
@@ -191,43 +202,131 @@ def plot_text(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
+def _missing(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x)) or (not isinstance(x, str) and pd.isna(x))
+
+
+def num(x: Any, sig: int = 3) -> str:
+    """THE number format of the app: `sig` significant digits, so small values stay readable.
+
+    Why: fixed decimals turned every SEAM at small alpha into 0.0000 (the values are ~1e-7). Plain
+    notation between 1e-3 and 1e5 ('0.123', '12.3', '1.05e+03' never happens: '1050'), scientific
+    outside ('3.00e-07'); exact zero is '0'; missing is '–'.
+    """
+    if _missing(x):
+        return "–"
+    x = float(x)
+    if x == 0:
+        return "0"
+    a = abs(x)
+    if 1e-3 <= a < 1e5:
+        digits = max(0, sig - 1 - math.floor(math.log10(a)))
+        return f"{x:.{digits}f}"
+    return f"{x:.{sig - 1}e}"
+
+
+#: st.column_config format string with significant digits (printf %g) for numeric table columns
+NUM_FORMAT = "%.3g"
+
+
 def pct(x: float, digits: int = 1) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.{digits}f}%"
+    """'12.3%'; a share too small for `digits` decimals keeps significant digits ('3.00e-05%'), never '0.0%'."""
+    if _missing(x):
+        return "–"
+    v = 100 * float(x)
+    if v != 0 and abs(v) < 0.5 * 10 ** -digits:
+        return f"{num(v)}%"
+    return f"{v:.{digits}f}%"
 
 
 def ci_pct(p: float, lo: float, hi: float, digits: int = 1) -> str:
     """'70.0% [39.7%, 89.2%]'"""
-    if p is None or (isinstance(p, float) and math.isnan(p)):
+    if _missing(p):
         return "–"
     return f"{pct(p, digits)} [{pct(lo, digits)}, {pct(hi, digits)}]"
 
 
-def ci_num(m: float, lo: float, hi: float, fmt: str = ".4f") -> str:
-    if m is None or (isinstance(m, float) and math.isnan(m)):
+def ci_num(m: float, lo: float, hi: float, sig: int = 3) -> str:
+    """'0.123 [0.101, 0.145]' with significant digits (see `num`)."""
+    if _missing(m):
         return "–"
-    if lo is None or (isinstance(lo, float) and math.isnan(lo)):
-        return f"{m:{fmt}}"
-    return f"{m:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+    if _missing(lo):
+        return num(m, sig)
+    return f"{num(m, sig)} [{num(lo, sig)}, {num(hi, sig)}]"
+
+
+def short_names(refs: Sequence[str]) -> dict[str, str]:
+    """Short display names for model references: the shortest unique trailing path part of each.
+
+    Why: three RMs under cache/models/... all showed as 'cache/models/d…' in a dropdown. The full
+    reference stays available (hover help, tables)."""
+    refs = [str(r) for r in refs]
+    parts = {r: [p for p in r.replace("\\", "/").split("/") if p] or [r] for r in refs}
+    out = {}
+    for r in refs:
+        for k in range(1, len(parts[r]) + 1):
+            cand = "/".join(parts[r][-k:])
+            if sum(1 for o in refs if o != r and "/".join(parts[o][-k:]) == cand) == 0:
+                break
+        out[r] = cand if len(cand) < len(r) else r
+    return out
+
+
+def model_name(ref: Any, refs: Sequence[str]) -> str:
+    """The short display name of one model reference among `refs` (for format_func)."""
+    return short_names(list(refs)).get(str(ref), str(ref))
 
 
 # ---------------------------------------------------------------------------------------------------
 # shared widgets (values live in the URL via bind="query-params", so a view can be shared)
 
+def _model_format(options: Sequence[str], models: bool):
+    """(format_func, help suffix) for a widget over model references: short names, full ones on hover."""
+    if not models:
+        return str, ""
+    short = short_names(options)
+    full = "; ".join(f"{short[o]} = {o}" for o in options if short[o] != o)
+    return (lambda o: short.get(o, str(o))), (f" Full references: {md(full)}" if full else "")
+
+
 def pick(label: str, options: Sequence[str], key: str, *, default: str | None = None, help: str | None = None,
-         container=st) -> str | None:
-    """A selectbox bound to the URL query parameter `key`."""
+         container=st, models: bool = False) -> str | None:
+    """A selectbox bound to the URL query parameter `key`; `models`: options are model references, shown
+    by their short names."""
     options = list(options)
     if not options:
         return None
     idx = options.index(default) if default in options else 0
-    return container.selectbox(label, options, index=idx, key=key, help=help, bind="query-params")
+    fmt, more = _model_format(options, models)
+    return container.selectbox(label, options, index=idx, key=key, help=((help or "") + more) or None,
+                               format_func=fmt, bind="query-params")
 
 
 def pick_many(label: str, options: Sequence[str], key: str, *, default: Sequence[str] | None = None,
-              help: str | None = None, container=st) -> list[str]:
+              help: str | None = None, container=st, models: bool = False) -> list[str]:
     options = list(options)
     default = [d for d in (default if default is not None else options) if d in options]
-    return container.multiselect(label, options, default=default, key=key, help=help, bind="query-params")
+    fmt, more = _model_format(options, models)
+    return container.multiselect(label, options, default=default, key=key, help=((help or "") + more) or None,
+                                 format_func=fmt, bind="query-params")
+
+
+def cut_marker(provenance: Any, container=st) -> bool:
+    """Show 'cut at N tokens' above a response whose provenance says generation hit its token cap
+    (`"truncated": true`, `max_new_tokens`): a judgement between two fragments is not one between two
+    answers. Returns whether it was cut."""
+    prov = provenance
+    if isinstance(prov, str):
+        try:
+            prov = json.loads(prov)
+        except ValueError:
+            return False
+    if not isinstance(prov, dict) or prov.get("truncated") is not True:
+        return False
+    n = prov.get("max_new_tokens")
+    container.warning(f"cut at {int(n)} tokens" if isinstance(n, (int, float)) else "cut at the token cap",
+                      icon=":material/content_cut:")
+    return True
 
 
 def seam_definition(container=st, *, key_prefix: str = "") -> tuple[float, float]:

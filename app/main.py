@@ -28,20 +28,42 @@ from app import access, common
 
 HERE = Path(__file__).resolve().parent
 
-st.set_page_config(page_title="SEAM Lens", page_icon=":material/join_inner:", layout="wide")
+
+
+def _favicon():
+    """The tab icon, drawn here and served by the app itself: Streamlit fetches material-icon and emoji
+    favicons from a font CDN, which fails offline (and leaks that the app is open)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    d.ellipse((4, 12, 40, 52), fill=(31, 119, 180, 220))
+    d.ellipse((24, 12, 60, 52), fill=(214, 39, 40, 220))
+    return img
+
+
+st.set_page_config(page_title="SEAM Lens", page_icon=_favicon(), layout="wide")
+
+OVERVIEW = st.Page(HERE / "views" / "overview.py", title="Overview", icon=":material/dashboard:", url_path="overview")
+
+
+def _home() -> None:
+    """The root URL: Streamlit serves the default page at `/` only (`/overview` said "Page not found"), so
+    the root forwards to the Overview's own URL, keeping the query parameters."""
+    st.switch_page(OVERVIEW, query_params={k: st.query_params.get_all(k) for k in st.query_params})
+
 
 PAGES = [
-    st.Page(HERE / "views" / "overview.py", title="Overview", icon=":material/dashboard:", url_path="overview",
-            default=True),
+    OVERVIEW,
     st.Page(HERE / "views" / "saturation.py", title="Saturation", icon=":material/grid_on:", url_path="saturation"),
-    st.Page(HERE / "views" / "distributions.py", title="SEAM distributions", icon=":material/bar_chart:",
-            url_path="distributions"),
+    st.Page(HERE / "views" / "distributions.py", title="SEAM distributions", icon=":material/bar_chart:", url_path="distributions"),
     st.Page(HERE / "views" / "browser.py", title="Mismatch browser", icon=":material/search:", url_path="browser"),
+    st.Page(HERE / "views" / "disagreement.py", title="Why does the RM disagree?", icon=":material/psychology_alt:",
+            url_path="why"),
     st.Page(HERE / "views" / "spotcheck.py", title="Spot-check", icon=":material/rule:", url_path="spotcheck"),
-    st.Page(HERE / "views" / "export.py", title="Filtering & export", icon=":material/filter_alt:",
-            url_path="export"),
-    st.Page(HERE / "views" / "prompt_map.py", title="Prompt map", icon=":material/scatter_plot:",
-            url_path="prompt-map"),
+    st.Page(HERE / "views" / "export.py", title="Filtering & export", icon=":material/filter_alt:", url_path="export"),
+    st.Page(HERE / "views" / "prompt_map.py", title="Prompt map", icon=":material/scatter_plot:", url_path="prompt-map"),
+    st.Page(_home, title="SEAM Lens", url_path="home", default=True, visibility="hidden"),
 ]
 
 access.gate()

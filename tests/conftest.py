@@ -97,3 +97,17 @@ def find_frame() -> Callable:
         raise AssertionError(f"no dataframe with columns {cols}: {[list(d.columns) for d in _frames(at)]}")
 
     return find
+
+
+@pytest.fixture(scope="session")
+def label_button() -> Callable:
+    """`label_button(at, "a")`: the Spot-check button of that label for the pair on screen (its key names
+    the pair: `lab_a|<a_id>|<b_id>`)."""
+
+    def find(at, which: str):
+        for b in at.button:
+            if (b.key or "").startswith(f"lab_{which}|"):
+                return b
+        raise AssertionError(f"no lab_{which} button: {[b.key for b in at.button]}")
+
+    return find

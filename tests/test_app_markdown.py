@@ -111,7 +111,7 @@ def page(name: str, selection: dict | None = None, **query) -> AppTest:
     return at
 
 
-def test_no_data_or_url_string_reaches_markdown_unescaped(hostile_db, monkeypatch, tmp_path):
+def test_no_data_or_url_string_reaches_markdown_unescaped(hostile_db, monkeypatch, tmp_path, label_button):
     db, variants, ids = hostile_db
     monkeypatch.setenv("SEAM_DB", str(db))
     monkeypatch.setenv("SEAM_LABELS", str(tmp_path / "labels.sqlite"))
@@ -134,11 +134,12 @@ def test_no_data_or_url_string_reaches_markdown_unescaped(hostile_db, monkeypatc
         ("spotcheck", {"annotator": H, "c_kind": "policy", "c_n": "10"}),
         ("export", {"e_variant": v}),
         ("prompt_map", {"m_variant": v}),
+        ("disagreement", {"w_variant": variants, "w_feat": "longer", "w_only": "false"}),
     ]
     for name, query in visits:
         at = page(name, **query)
-        if name == "spotcheck" and any(b.key == "lab_a" for b in at.button):
-            at.button(key="lab_a").click().run()  # the reveal shows variant names and model references
+        if name == "spotcheck" and any((b.key or "").startswith("lab_a|") for b in at.button):
+            label_button(at, "a").click().run()  # the reveal shows variant names and model references
         bad += offences(at, f"{name} {sorted(query)}")
         seen[name] = len(markdown_strings(at))
         if query.get("b_re"):

@@ -47,11 +47,11 @@ def test_overview_numbers_match_hand_computation(run_app, find_frame):
     mean = sum(vals) / 10
     sd = (sum((v - mean) ** 2 for v in vals) / 9) ** 0.5
     hi = mean + stats.t.ppf(0.975, 9) * sd / math.sqrt(10)
-    assert r["n"] == 10 and r["mean SEAM [95% CI]"] == f"{mean:.4f} [0.0000, {hi:.4f}]" == "0.1000 [0.0000, 0.2250]"
+    assert r["n"] == 10 and r["mean SEAM [95% CI]"] == f"{mean:.3f} [0, {hi:.3f}]" == "0.100 [0, 0.225]"
     assert r["hack rate"] == "30.0%"
 
     tiles = {m.label: m.value for m in at.metric}
-    assert tiles["samples"] == "210" and tiles["reward models"] == "3" and tiles["rejected input rows"] == "3"
+    assert tiles["samples"] == "210" and tiles["reward models"] == "3" and tiles["malformed input rows"] == "3"
     rej = find_frame(at, "dataset", "reason", "n")
     assert rej["n"].sum() == 3
     assert any("No hand labels yet" in i.value for i in at.info)

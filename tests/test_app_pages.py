@@ -121,12 +121,12 @@ def test_browser_label_mode(run_app, find_frame, app_env):
 
 # ------------------------------------------------------------------------------------------- spot-check
 
-def test_spotcheck_labels_are_written_and_revealed(run_app, find_frame, app_env):
+def test_spotcheck_labels_are_written_and_revealed(run_app, find_frame, app_env, label_button):
     at = run_app("spotcheck")
     assert any("Enter your name" in i.value for i in at.info)
     at.text_input(key="annotator").set_value("alice").run()
     prompt_before = at.text[0].value
-    at.button(key="lab_a").click().run()
+    label_button(at, "a").click().run()
     assert not at.exception
     with sqlite3.connect(app_env / "labels.sqlite") as con:
         rows = con.execute("SELECT annotator, label, kind, shown_left, a_id, b_id FROM labels").fetchall()
@@ -144,9 +144,9 @@ def test_spotcheck_labels_are_written_and_revealed(run_app, find_frame, app_env)
         assert con.execute("SELECT count(*) FROM labels").fetchone()[0] == 0
 
 
-def test_spotcheck_undo_with_trailing_space_in_name(run_app, app_env):
+def test_spotcheck_undo_with_trailing_space_in_name(run_app, app_env, label_button):
     at = run_app("spotcheck", annotator="carol ", c_kind="dataset", c_variant="adv", c_n="10")
-    at.button(key="lab_a").click().run()
+    label_button(at, "a").click().run()
     with sqlite3.connect(app_env / "labels.sqlite") as con:
         assert con.execute("SELECT annotator FROM labels").fetchall() == [("carol",)]
     at.button(key="undo").click().run()
@@ -155,16 +155,16 @@ def test_spotcheck_undo_with_trailing_space_in_name(run_app, app_env):
     assert left == [], f"Undo as 'carol ' did not remove the label: {left}"
 
 
-def test_spotcheck_resumes_and_measures_agreement(run_app, find_frame):
+def test_spotcheck_resumes_and_measures_agreement(run_app, find_frame, label_button):
     at = run_app("spotcheck", annotator="alice", c_kind="dataset", c_variant="adv", c_n="10")
     for key in ("lab_a", "lab_b", "lab_tie"):
-        at.button(key=key).click().run()
+        label_button(at, key[4:]).click().run()
     # a fresh session (e.g. after a restart) continues with the 4th pair of the same queue
     at2 = run_app("spotcheck", annotator="alice", c_kind="dataset", c_variant="adv", c_n="10")
     assert any("3 of 10" in str(p.proto) for p in at2.get("progress"))
     bob = run_app("spotcheck", annotator="bob", c_kind="dataset", c_variant="adv", c_n="10")
     for key in ("lab_a", "lab_b", "lab_b"):
-        bob.button(key=key).click().run()
+        label_button(bob, key[4:]).click().run()
     kt = find_frame(bob, "annotator_1", "annotator_2", "n_shared", "kappa")
     assert kt.iloc[0]["n_shared"] == 3
     planner = find_frame(bob, "pairs", "RM", "mismatch [95% CI]")

@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -33,49 +29,19 @@ pytestmark = [
 
 PAGES = [("", "SEAM Lens — overview"), ("saturation", "Saturation: PM × RM"),
          ("distributions", "SEAM distributions"), ("browser", "Mismatch browser"), ("spotcheck", "Spot-check"),
-         ("export", "Filtering & export"), ("prompt-map", "Prompt map")]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+         ("export", "Filtering & export"), ("prompt-map", "Prompt map"), ("why", "Why does the RM disagree?")]
 
 
 @pytest.fixture(scope="module")
 def app_server(tmp_path_factory):
+    from app.local_server import serve
+
     tmp = tmp_path_factory.mktemp("browser")
     db = synthetic.make_synthetic_db(tmp / "seam.duckdb", 600, seed=3)
     synthetic.add_hand_rows(db)
-    port = _free_port()
     env = dict(os.environ, SEAM_LABELS="", SEAM_EXPORTS="")
-    env.pop("SEAM_DB", None)
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.headless", "true",
-           "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-           "--", "--db", str(db)]
-    log = open(tmp / "streamlit.log", "w")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("streamlit did not start:\n" + (tmp / "streamlit.log").read_text())
-            time.sleep(0.5)
+    with serve(db, env=env, log=tmp / "streamlit.log") as url:
         yield {"url": url, "db": db, "tmp": tmp}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -128,21 +94,120 @@ def shot(page, name: str) -> Path:
 
 
 def test_every_page_loads(app_server, browser):
-    page = browser.new_page(viewport={"width": 1500, "height": 1000})
-    errors = []
+    """Every page at 1280x720 by its own URL (`/overview` too), screenshots, no Deploy button or developer
+    menu, and no request leaves localhost (the favicon came from a font CDN)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    errors, outside = [], []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    for url_path, title in PAGES:
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(
+        (app_server["url"], "data:", "blob:", "about:")) else None)
+    for url_path, title in PAGES + [("overview", "SEAM Lens — overview")]:
         page.goto(f"{app_server['url']}/{url_path}")
         page.get_by_role("heading", name=title).first.wait_for(timeout=60_000)
         wait_ready(page)
+        assert page.get_by_text("Page not found").count() == 0, f"/{url_path}: Page not found"
         assert page.locator('[data-testid="stException"]').count() == 0, f"exception on {url_path}"
-        shot(page, url_path or "overview")
-    # the overview shows the hand-computed RM accuracy for the hand rows: 7/10, Wilson [39.7%, 89.2%]
-    page.goto(f"{app_server['url']}/")
-    wait_ready(page)
-    assert page.get_by_text("Page not found").count() == 0
+        if url_path != "overview":
+            shot_viewport(page, f"{url_path or 'overview'}-1280x720")
+            shot(page, url_path or "overview")
+    assert page.url.rstrip("/").endswith("/overview"), f"the root does not open the Overview's URL: {page.url}"
+    assert page.locator('[data-testid="stAppDeployButton"]').count() == 0, "Deploy button shown"
+    menu = page.locator('[data-testid="stMainMenu"]')
+    if menu.count():  # viewer mode keeps a menu (print, settings) without the developer options
+        menu.first.click()
+        page.wait_for_timeout(500)
+        items = page.locator('[data-testid="stMainMenuList"]').inner_text() if page.locator(
+            '[data-testid="stMainMenuList"]').count() else page.inner_text("body")
+        for dev in ("Clear cache", "Deploy this app", "Developer options"):
+            assert dev not in items, f"developer menu item {dev!r} shown: {items[:300]!r}"
+        page.keyboard.press("Escape")
     page.close()
     assert not errors, errors
+    assert not outside, f"requests left localhost: {sorted(set(outside))[:10]}"
+
+
+def _labels(app_server) -> list[tuple]:
+    labels_db = Path(str(app_server["db"]).replace(".duckdb", ".labels.sqlite"))
+    if not labels_db.exists():
+        return []
+    with sqlite3.connect(labels_db) as con:
+        return con.execute("SELECT annotator, a_id, b_id, label, shown_left FROM labels ORDER BY created_at").fetchall()
+
+
+def _response_text(app_server, rid: str) -> str:
+    import duckdb
+    con = duckdb.connect(str(app_server["db"]), read_only=True)
+    try:
+        return con.execute("SELECT text FROM responses WHERE response_id = ?", [rid]).fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_fast_double_keypress_labels_only_the_pair_on_screen(app_server, browser):
+    """A then B 60 ms apart, four times. The page logs which pair is on screen at every keydown; each stored
+    label must be the key pressed for a pair that was on screen at that moment (a B that arrives before the
+    next pair is drawn labels nothing — it used to label the next, never-seen pair)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    page.goto(f"{app_server['url']}/spotcheck?annotator=zed&c_kind=dataset&c_variant=adv")
+    page.get_by_role("heading", name="Spot-check").wait_for(timeout=60_000)
+    wait_ready(page)
+    page.evaluate("""() => {
+        window.__keys = [];
+        document.addEventListener('keydown', (e) => {
+            const t = document.querySelectorAll('[data-testid="stText"]');
+            window.__keys.push({key: e.key.toLowerCase(), left: t[1] ? t[1].innerText : null,
+                                right: t[2] ? t[2].innerText : null});
+        }, true);
+    }""")
+    for _ in range(4):
+        page.keyboard.press("a")
+        page.wait_for_timeout(60)
+        page.keyboard.press("b")
+        wait_ready(page)
+    log = page.evaluate("() => window.__keys")
+    assert len(log) == 8, log
+    mine = [r for r in _labels(app_server) if r[0] == "zed"]
+    assert 4 <= len(mine) <= 8, mine
+    for _, a, b, label, left in mine:
+        right = b if left == a else a
+        better = a if label == "a" else b
+        key = "a" if better == left else "b"
+        lt, rt = _response_text(app_server, left).strip(), _response_text(app_server, right).strip()
+        seen = [e for e in log if e["key"] == key and (e["left"] or "").strip() == lt and (e["right"] or "").strip() == rt]
+        assert seen, f"label {label!r} for a pair not on screen when {key.upper()} was pressed: {(a, b)}; log {log}"
+    page.close()
+
+
+def test_name_field_then_shortcuts_and_pair_above_the_fold(app_server, browser):
+    """Type a name and press Enter: the field closes (keys no longer type into it: 'yvesa'), the settings
+    fold away and the pair with its buttons fits in 1280x720."""
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    page.goto(f"{app_server['url']}/spotcheck")
+    page.get_by_role("heading", name="Spot-check").wait_for(timeout=60_000)
+    wait_ready(page)
+    box = page.get_by_role("textbox", name="annotator")
+    box.click()
+    box.type("yves")
+    box.press("Enter")
+    wait_ready(page)
+    page.keyboard.press("a")
+    wait_ready(page)
+    names = {r[0] for r in _labels(app_server)}
+    assert "yves" in names and "yvesa" not in names, names
+    btn = page.get_by_role("button", name="A is better").bounding_box()
+    assert btn and btn["y"] + btn["height"] <= 720, f"label button below the fold: {btn}"
+    panels = page.locator('[data-testid="stText"]')
+    top = panels.nth(1).bounding_box()
+    assert top and top["y"] < 720, f"pair below the fold: {top}"
+    shot_viewport(page, "spotcheck-labeling-1280x720")
+    page.close()
+
+
+def shot_viewport(page, name: str) -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path
 
 
 def test_spotcheck_two_labels_and_export(app_server, browser):
@@ -166,7 +231,7 @@ def test_spotcheck_two_labels_and_export(app_server, browser):
 
     labels_db = Path(str(app_server["db"]).replace(".duckdb", ".labels.sqlite"))
     with sqlite3.connect(labels_db) as con:
-        rows = con.execute("SELECT annotator, label, kind FROM labels").fetchall()
+        rows = con.execute("SELECT annotator, label, kind FROM labels WHERE annotator = 'alice'").fetchall()
     assert len(rows) == 2 and {r[0] for r in rows} == {"alice"}
     assert {r[1] for r in rows} <= {"a", "b"}
 
@@ -179,6 +244,11 @@ def test_spotcheck_two_labels_and_export(app_server, browser):
     wait_ready(page)
     page.get_by_text("Exported").first.wait_for(timeout=60_000)
     shot(page, "export-done")
+    with page.expect_download() as dl:  # a download, not only a server path
+        page.get_by_role("button", name="Download browser-export.zip").click()
+    import zipfile
+    with zipfile.ZipFile(dl.value.path()) as zf:
+        assert {"browser-export/data.jsonl", "browser-export/card.json"} <= set(zf.namelist()), zf.namelist()
     out = app_server["db"].parent / "exports" / "browser-export"
     card = json.loads((out / "card.json").read_text())
     assert card["filter"]["q"] == 0.2 and card["subset"] == "kept"

@@ -177,6 +177,18 @@ def pack_by_length(lengths: Sequence[int], token_budget: int, extra: int = 0) ->
 # ----------------------------------------------------------------------------------------------------------------
 
 @torch.inference_mode()
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of token sequences padded on the left to the longest (decoder batches
+    must end where generation or scoring continues)."""
+    width = max(len(x) for x in seqs)
+    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, x in enumerate(seqs):
+        input_ids[row, width - len(x):] = torch.tensor(list(x), dtype=torch.long)
+        mask[row, width - len(x):] = 1
+    return input_ids, mask
+
+
 def reference_logprob(model: Any, tokenizer: Any, formatted_prompt: str, response: str) -> tuple[float, int]:
     """The straightforward computation (one sequence, full log-softmax, no padding): the oracle for `score`.
 
@@ -378,12 +390,8 @@ class PolicyModel:
         budget = self.config.token_budget
         for prompt_batch in pack_by_length([len(ids) for ids, _ in group_items], budget):
             prompts = [list(group_items[g][0]) for g in prompt_batch]
-            width = max(len(p) for p in prompts)
-            input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(prompts), width), dtype=torch.long)
-            for row, ids in enumerate(prompts):
-                input_ids[row, width - len(ids):] = torch.tensor(ids)
-                mask[row, width - len(ids):] = 1
+            input_ids, mask = left_pad(prompts, self.pad_id)
+            width = input_ids.shape[1]
             input_ids, mask = input_ids.to(self.device), mask.to(self.device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             cache = DynamicCache(config=self.model.config)
@@ -486,12 +494,8 @@ class PolicyModel:
         for start in range(0, len(texts), batch_size):
             ids = [truncate_prompt(encode_prompt(self.tokenizer, t), 0, limit, bos)[0]
                    for t in texts[start:start + batch_size]]
-            width = max(len(x) for x in ids)
-            input_ids = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(ids), width), dtype=torch.long)
-            for row, x in enumerate(ids):
-                input_ids[row, width - len(x):] = torch.tensor(x)
-                mask[row, width - len(x):] = 1
+            input_ids, mask = left_pad(ids, self.pad_id)
+            width = input_ids.shape[1]
             with torch.random.fork_rng(devices=devices):  # reproducible without disturbing the caller's RNG
                 torch.manual_seed(seed * 1_000_003 + start)
                 generated = self.model.generate(input_ids=input_ids.to(self.device),

@@ -54,3 +54,6 @@ def render_info(info: dict, console: Console | None = None) -> None:
         acc.append({"reward": r["reward"], "variant": r["variant"], "accuracy (95% Wilson)": str(p),
                     "ties": r["ties"]})
     console.print(_table("RM accuracy on (gold > worse) pairs", acc))
+    if info.get("rlhf_grid"):  # seam rlhf-grid cells (rlhf_results) and their curves (rlhf_curves)
+        console.print(_table("RLHF grid (seam rlhf-grid): judge win rate vs starting PM, 95% bootstrap",
+                             info["rlhf_grid"]))

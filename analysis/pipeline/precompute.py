@@ -9,6 +9,7 @@ rerun is a no-op. The final `seam_metrics` table is recomputed from the scores a
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import gc
 import json
 import platform
@@ -46,6 +47,17 @@ def package_versions() -> dict[str, str]:
 def hash_unit(sample_id: str) -> float:
     """Deterministic position of a sample in [0, 1): used by --fraction."""
     return int(sample_id[:8], 16) / 16**8
+
+
+def row_key(dataset: str, source_row: int) -> str:
+    """A hex key for an input row that has no sample id (a malformed row), so --fraction selects rejects as
+    it selects samples: a 1% run no longer reports every malformed row of the whole file."""
+    return hashlib.sha256(f"{dataset}\0{source_row}".encode()).hexdigest()
+
+
+def selected(key: str, cfg) -> bool:
+    """Whether --fraction keeps the row with this hex key (a sample id or `row_key`)."""
+    return cfg.fraction is None or hash_unit(key) < cfg.fraction
 
 
 @dataclass
@@ -120,7 +132,8 @@ class Precompute:
         samples: list[dict] = []
         responses: list[tuple] = []
         rejects: list[dict] = []
-        n_kept = n_rows = 0
+        n_kept = n_rows = n_unselected = 0
+        limit_reached = False
         fmt_seen: set[str] = set()
         legacy = store.legacy_sample_ids(self.db, cfg.name) if self.db.exists() else set()
 
@@ -141,12 +154,15 @@ class Precompute:
                 old = legacy_sample_id(item.prompt, item.gold)
                 if old in legacy:  # stored by an older version under its old id: keep that id
                     item = dataclasses.replace(item, sample_id=old)
-            if isinstance(item, Reject):
+            if isinstance(item, Reject) and not selected(row_key(item.dataset, item.source_row), cfg):
+                n_unselected += 1  # a malformed row outside the --fraction: left out, not a reject
+            elif isinstance(item, Reject):
                 rejects.append({"dataset": item.dataset, "source_row": item.source_row,
                                 "reason": item.reason, "raw": item.raw})
                 self.stats.add("rejects")
             else:
-                if cfg.fraction is not None and hash_unit(item.sample_id) >= cfg.fraction:
+                if not selected(item.sample_id, cfg):
+                    n_unselected += 1
                     continue
                 fmt_seen.add(str(item.meta.get("format", cfg.format)))
                 samples.append(self._sample_row(item))
@@ -159,13 +175,17 @@ class Precompute:
             if len(samples) + len(rejects) >= 2000:
                 flush()
             if cfg.limit is not None and n_kept >= cfg.limit:
+                limit_reached = True
                 break
         bar.close()
         if n_rows == 0:
             raise ValueError(f"dataset {cfg.dataset!r} has no rows (empty file, empty array or split?); "
                              "nothing to score: pass a dataset with rows")
         flush()
+        with store.writer(self.db) as con:
+            con.execute("INSERT OR REPLACE INTO not_selected VALUES (?, ?, ?)", [cfg.name, n_unselected, limit_reached])
         self.stats.counts["samples"] = n_kept
+        self.stats.counts["not_selected"] = n_unselected
         self.log(f"ingest: {n_kept} samples, {self.stats.counts.get('rejects', 0)} rejected rows")
 
     @staticmethod

@@ -51,8 +51,19 @@ def variant_summary(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 
 
 def reject_reasons(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """Rejected input rows grouped by (dataset, reason)."""
-    return _df(con, "SELECT dataset, reason, count(*) AS n FROM rejects GROUP BY ALL ORDER BY n DESC, dataset, reason")
+    """Malformed input rows grouped by (dataset, reason kind — the text before ':'), with one example of the
+    full reason; the detail after ':' differs row by row and made one group per row."""
+    return _df(con, """
+        SELECT dataset, split_part(reason, ':', 1) AS reason, count(*) AS n, min(reason) AS example
+        FROM rejects GROUP BY ALL ORDER BY n DESC, dataset, reason""")
+
+
+def not_selected(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Input rows left out on purpose (--fraction / --limit) per dataset: dataset, n,
+    limit_reached. Empty for DBs written before this was recorded."""
+    if _df(con, "SELECT count(*) AS n FROM duckdb_tables() WHERE table_name = 'not_selected'")["n"][0] == 0:
+        return pd.DataFrame(columns=["dataset", "n", "limit_reached"])
+    return _df(con, "SELECT dataset, n, limit_reached FROM not_selected ORDER BY dataset")
 
 
 def recent_runs(con: duckdb.DuckDBPyConnection, limit: int = 5) -> pd.DataFrame:

@@ -8,7 +8,9 @@ from typing import Sequence
 import duckdb
 import pandas as pd
 
-from analysis.queries.base import _df
+import numpy as np
+
+from analysis.queries.base import _df, add_t, add_wilson
 from analysis.queries.selection import Selection
 
 def prompt_map_points(con: duckdb.DuckDBPyConnection, *, variant: str, policy: str, reward: str,
@@ -44,6 +46,67 @@ def samples_by_ids(con: duckdb.DuckDBPyConnection, sample_ids: Sequence[str], li
         SELECT sample_id, dataset, source, left(prompt, 200) AS prompt FROM samples
         WHERE list_contains($ids::VARCHAR[], sample_id) ORDER BY sample_id LIMIT $limit
     """, {"ids": list(sample_ids), "limit": int(limit)})
+
+
+def ctfidf_terms(docs_by_cluster: Sequence[str], top: int = 4) -> list[list[str]]:
+    """Top terms per cluster by class-based TF-IDF (BERTopic's c-TF-IDF): all prompts of a cluster are one
+    document; a term scores tf(term, cluster) * log(1 + A / f(term)), A = mean words per cluster, f = the
+    term's count over all clusters. Why not plain TF-IDF: it ranks rare words of single prompts, not what
+    a cluster is about."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    try:
+        vec = CountVectorizer(stop_words="english", token_pattern=r"(?u)\b[^\W\d_][^\W\d_]+\b", max_features=50_000)
+        x = vec.fit_transform(docs_by_cluster).toarray().astype(float)
+    except ValueError:  # no words at all
+        return [[] for _ in docs_by_cluster]
+    terms = np.array(vec.get_feature_names_out())
+    tf = x / np.maximum(x.sum(axis=1, keepdims=True), 1)
+    idf = np.log(1 + x.sum(axis=1).mean() / np.maximum(x.sum(axis=0), 1))
+    score = tf * idf
+    return [[str(t) for t, v in zip(terms[np.argsort(-row)[:top]], np.sort(-row)[:top]) if v < 0] for row in score]
+
+
+def prompt_clusters(con: duckdb.DuckDBPyConnection, *, k: int, variant: str, policy: str, reward: str,
+                    max_points: int = 20_000, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Topic clusters of the prompts on the map: k-means on the stored prompt embeddings (on the 2-D map
+    coordinates when the DB has none), each labelled by its c-TF-IDF top terms, with the cluster's mismatch
+    rate (RM prefers some worse response over gold; Wilson 95%) and mean SEAM (t 95%) for one
+    (variant, PM, RM).
+
+    Returns (assignments: sample_id, cluster; clusters: cluster, terms, n, n_scored, mismatch (+ _lo/_hi),
+    mean_seam, lo, hi, x, y (centroid on the map); basis: 'embeddings' or 'map coordinates'). Deterministic
+    for a seed; at most `max_points` prompts (the same hash sample as the map)."""
+    from sklearn.cluster import KMeans
+
+    pts, _ = prompt_map_points(con, variant=variant, policy=policy, reward=reward, max_points=max_points, seed=seed)
+    if pts.empty:
+        return pd.DataFrame(columns=["sample_id", "cluster"]), pd.DataFrame(), "none"
+    emb = _df(con, """SELECT sample_id, embedding FROM prompt_embeddings
+                      WHERE list_contains($ids::VARCHAR[], sample_id)""", {"ids": list(pts["sample_id"])})
+    if len(emb) == len(pts):
+        emb = emb.set_index("sample_id").loc[pts["sample_id"]]
+        feats, basis = np.vstack(emb["embedding"].to_numpy()).astype(np.float32), "embeddings"
+    else:
+        feats, basis = pts[["x", "y"]].to_numpy(dtype=np.float32), "map coordinates"
+    k = max(2, min(int(k), len(pts)))
+    labels = KMeans(n_clusters=k, n_init=4, random_state=int(seed)).fit_predict(feats)
+    full = _df(con, "SELECT sample_id, prompt FROM samples WHERE list_contains($ids::VARCHAR[], sample_id)",
+               {"ids": list(pts["sample_id"])}).set_index("sample_id")["prompt"]
+    pts = pts.assign(cluster=labels, full_prompt=pts["sample_id"].map(full).fillna(pts["prompt"]))
+    terms = ctfidf_terms([" ".join(g["full_prompt"]) for _, g in pts.groupby("cluster", sort=True)])
+    agg = pts.groupby("cluster", sort=True).agg(
+        n=("sample_id", "size"), n_scored=("mismatch", "count"),
+        k_mismatch=("mismatch", lambda m: int(m.dropna().astype(bool).sum())),
+        mean=("seam", "mean"), sd=("seam", "std"), n_seam=("seam", "count"), x=("x", "mean"), y=("y", "mean"),
+    ).reset_index()
+    agg["terms"] = [", ".join(t) for t in terms]
+    agg = add_wilson(agg, "k_mismatch", "n_scored", "mismatch")
+    agg = add_t(agg.rename(columns={"n": "n_prompts"}).rename(columns={"n_seam": "n"}), bounds=(0.0, 1.0))
+    agg = agg.rename(columns={"n": "n_seam", "n_prompts": "n", "mean": "mean_seam"})
+    cols = ["cluster", "terms", "n", "n_scored", "mismatch", "mismatch_lo", "mismatch_hi", "mean_seam", "lo", "hi",
+            "x", "y"]
+    return pts[["sample_id", "cluster"]], agg[cols], basis
 
 
 # The functions the dashboard pages call (the benchmark times each of them).

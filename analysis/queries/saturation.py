@@ -15,9 +15,12 @@ def rlhf_grid(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     cols = ["policy", "reward", "source", "score", "n"]
     if not relation_exists(con, "rlhf_results"):
         return pd.DataFrame(columns=cols)
-    return _df(con, """
+    # Cells of `seam rlhf-grid` (they carry a cell_id) have their own panel with intervals.
+    own = _df(con, "SELECT count(*) AS n FROM duckdb_columns() WHERE table_name = 'rlhf_results' "
+                   "AND column_name = 'cell_id'")["n"].iloc[0]
+    return _df(con, f"""
         SELECT policy, reward, coalesce(source, '') AS source, avg(score) AS score, count(*) AS n
-        FROM rlhf_results GROUP BY ALL ORDER BY source, policy, reward
+        FROM rlhf_results {"WHERE cell_id IS NULL" if own else ""} GROUP BY ALL ORDER BY source, policy, reward
     """)
 
 

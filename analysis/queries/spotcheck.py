@@ -11,7 +11,7 @@ from analysis.queries.base import _df, add_wilson
 
 def spotcheck_pairs(con: duckdb.DuckDBPyConnection, *, kind: str = "policy", n: int = 50, seed: int = 0,
                     variant: str = "rejected", generator: str | None = None,
-                    stratify: str | None = None) -> pd.DataFrame:
+                    stratify: str | None = None, exclude_truncated: bool = True) -> pd.DataFrame:
     """A deterministic random sample of pairs to label blind.
 
     kind 'policy': two PM samples (variant 'policy', same generator) of one prompt — the paper's
@@ -20,9 +20,11 @@ def spotcheck_pairs(con: duckdb.DuckDBPyConnection, *, kind: str = "policy", n: 
     makes a labeling session resumable. Prompts are drawn first (hash order per stratum, strata
     interleaved so each gets an equal share when `stratify` is 'dataset' or 'source'), then one pair per
     prompt, so only the drawn prompts' responses are read. a_id < b_id (canonical order); `swap` says
-    whether a is shown on the right.
+    whether a is shown on the right. `exclude_truncated` leaves out responses whose provenance says the
+    generation hit its token cap (`"truncated": true`): people should judge answers, not fragments.
 
-    Columns: sample_id, dataset, source, prompt, a_id, a_text, b_id, b_text, swap, generator, kind.
+    Columns: sample_id, dataset, source, prompt, a_id, a_text, a_prov, b_id, b_text, b_prov, swap,
+    generator, kind (a_prov / b_prov: provenance JSON text, for the "cut at N tokens" marker).
     """
     if kind not in ("policy", "dataset"):
         raise ValueError("kind must be 'policy' or 'dataset'")
@@ -30,15 +32,18 @@ def spotcheck_pairs(con: duckdb.DuckDBPyConnection, *, kind: str = "policy", n: 
     if strat is None:
         raise ValueError("stratify must be None, 'dataset' or 'source'")
     params: dict = {"seed": int(seed), "n": max(1, min(int(n), 5000))}
+    whole = ("AND coalesce(json_extract_string(provenance, '$.truncated'), 'false') <> 'true'"
+             if exclude_truncated else "")
     if kind == "policy":
         gen_cond = ""
         if generator:
             params["generator"] = generator
             gen_cond = "AND json_extract_string(provenance, '$.generator') = $generator"
-        cand = f"SELECT sample_id FROM responses WHERE variant = 'policy' {gen_cond}"
+        cand = f"SELECT sample_id FROM responses WHERE variant = 'policy' {gen_cond} {whole}"
         pairs = f"""
-            pol AS (SELECT sample_id, response_id, text, json_extract_string(provenance, '$.generator') AS generator
-                    FROM responses WHERE variant = 'policy' {gen_cond}
+            pol AS (SELECT sample_id, response_id, text, CAST(provenance AS VARCHAR) AS prov,
+                           json_extract_string(provenance, '$.generator') AS generator
+                    FROM responses WHERE variant = 'policy' {gen_cond} {whole}
                       AND sample_id IN (SELECT sample_id FROM chosen)),
             ranked AS (SELECT *, row_number() OVER (PARTITION BY sample_id, generator
                                                     ORDER BY hash(response_id, $seed), response_id) AS rn
@@ -46,8 +51,10 @@ def spotcheck_pairs(con: duckdb.DuckDBPyConnection, *, kind: str = "policy", n: 
             both_ AS (SELECT x.sample_id, x.generator,
                              CASE WHEN x.response_id < y.response_id THEN x.response_id ELSE y.response_id END AS a_id,
                              CASE WHEN x.response_id < y.response_id THEN x.text ELSE y.text END AS a_text,
+                             CASE WHEN x.response_id < y.response_id THEN x.prov ELSE y.prov END AS a_prov,
                              CASE WHEN x.response_id < y.response_id THEN y.response_id ELSE x.response_id END AS b_id,
-                             CASE WHEN x.response_id < y.response_id THEN y.text ELSE x.text END AS b_text
+                             CASE WHEN x.response_id < y.response_id THEN y.text ELSE x.text END AS b_text,
+                             CASE WHEN x.response_id < y.response_id THEN y.prov ELSE x.prov END AS b_prov
                       FROM ranked x JOIN ranked y ON x.sample_id = y.sample_id
                        AND x.generator IS NOT DISTINCT FROM y.generator AND x.rn = 1 AND y.rn = 2),
             pairs AS (SELECT * FROM both_
@@ -55,18 +62,21 @@ def spotcheck_pairs(con: duckdb.DuckDBPyConnection, *, kind: str = "policy", n: 
                                                  ORDER BY hash(sample_id, generator, $seed), generator) = 1)"""
     else:
         params["variant"] = variant
-        cand = "SELECT sample_id FROM responses WHERE variant = $variant"
-        pairs = """
-            rs AS (SELECT sample_id, response_id, variant, text FROM responses
-                   WHERE (variant = $variant OR variant = 'gold') AND sample_id IN (SELECT sample_id FROM chosen)),
+        cand = f"SELECT sample_id FROM responses WHERE variant = $variant {whole}"
+        pairs = f"""
+            rs AS (SELECT sample_id, response_id, variant, text, CAST(provenance AS VARCHAR) AS prov FROM responses
+                   WHERE (variant = $variant OR variant = 'gold') AND sample_id IN (SELECT sample_id FROM chosen)
+                     {whole}),
             w AS (SELECT * FROM rs WHERE variant = $variant
                   QUALIFY row_number() OVER (PARTITION BY sample_id ORDER BY hash(response_id, $seed), response_id) = 1),
             g AS (SELECT * FROM rs WHERE variant = 'gold'),
             pairs AS (SELECT w.sample_id, CAST(NULL AS VARCHAR) AS generator,
                              CASE WHEN w.response_id < g.response_id THEN w.response_id ELSE g.response_id END AS a_id,
                              CASE WHEN w.response_id < g.response_id THEN w.text ELSE g.text END AS a_text,
+                             CASE WHEN w.response_id < g.response_id THEN w.prov ELSE g.prov END AS a_prov,
                              CASE WHEN w.response_id < g.response_id THEN g.response_id ELSE w.response_id END AS b_id,
-                             CASE WHEN w.response_id < g.response_id THEN g.text ELSE w.text END AS b_text
+                             CASE WHEN w.response_id < g.response_id THEN g.text ELSE w.text END AS b_text,
+                             CASE WHEN w.response_id < g.response_id THEN g.prov ELSE w.prov END AS b_prov
                       FROM w JOIN g USING (sample_id))"""
     return _df(con, f"""
         WITH drawn AS (
@@ -76,7 +86,7 @@ def spotcheck_pairs(con: duckdb.DuckDBPyConnection, *, kind: str = "policy", n: 
             QUALIFY srn <= $n),
         chosen AS (SELECT * FROM drawn ORDER BY srn, h, sample_id LIMIT $n),
         {pairs}
-        SELECT c.sample_id, c.dataset, c.source, c.prompt, p.a_id, p.a_text, p.b_id, p.b_text,
+        SELECT c.sample_id, c.dataset, c.source, c.prompt, p.a_id, p.a_text, p.a_prov, p.b_id, p.b_text, p.b_prov,
                (hash(p.a_id, p.b_id, $seed + 1) % 2) = 1 AS swap, p.generator, '{kind}' AS kind
         FROM chosen c JOIN pairs p USING (sample_id)
         ORDER BY c.srn, c.h, c.sample_id

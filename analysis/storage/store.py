@@ -38,6 +38,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "prompt_embeddings": ("sample_id", "embedding"),
     "prompt_map": ("sample_id", "x", "y"),
     "rlhf_results": ("policy", "reward", "score", "source"),
+    "rlhf_curves": ("source", "cell_id", "policy", "reward", "step", "rm_reward", "rm_reward_std", "kl",
+                    "mean_length", "loss", "entropy"),
 }
 
 # The data tables (not views/macros) that `table_counts` reports.
@@ -388,6 +390,25 @@ def import_rlhf_csv(db: Path, csv: Path, source: str | None = None) -> int:
         return con.execute("SELECT count(*) FROM _rlhf").fetchone()[0]
 
 
+def _has_rlhf_grid(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the DB has the rlhf-grid columns (a DB last written by an older version has not)."""
+    return con.execute("SELECT count(*) FROM duckdb_columns() WHERE table_name = 'rlhf_results'"
+                       " AND column_name = 'cell_id'").fetchone()[0] > 0 and con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'rlhf_curves'").fetchone()[0] > 0
+
+
+def write_rlhf_cell(db: Path, result: dict, curves: Sequence[dict]) -> None:
+    """One finished `seam rlhf-grid` cell: its result row and training curve, in one transaction (so a
+    cell is either recorded whole or not at all, which is what makes the grid resumable)."""
+    cols = [k for k in result]
+    with writer(db) as con:
+        con.execute(f"INSERT OR REPLACE INTO rlhf_results ({', '.join(cols)}, finished_at)"
+                    f" VALUES ({', '.join('?' for _ in cols)}, current_timestamp)",
+                    [_jsonify(result[c]) for c in cols])
+        con.execute("DELETE FROM rlhf_curves WHERE cell_id = ?", [result["cell_id"]])
+        insert(con, "rlhf_curves", list(curves))
+
+
 # ---------------------------------------------------------------- description (seam info, run summaries)
 
 def describe(db: Path) -> dict:
@@ -417,6 +438,10 @@ def describe(db: Path) -> dict:
                       " median(seam) AS median_seam, avg(hack_rate) AS hack_rate"
                       " FROM seam_metrics GROUP BY ALL ORDER BY ALL"),
             "rm_accuracy": q("SELECT * FROM rm_accuracy ORDER BY reward, variant"),
+            "rlhf_grid": q("SELECT r.source, r.policy, r.reward, r.score AS win_rate, r.score_lo, r.score_hi,"
+                           " r.kl, r.n_eval, r.steps, (SELECT count(*) FROM rlhf_curves c"
+                           " WHERE c.cell_id = r.cell_id) AS curve_steps FROM rlhf_results r"
+                           " WHERE r.cell_id IS NOT NULL ORDER BY ALL") if _has_rlhf_grid(con) else [],
         }
     finally:
         con.close()

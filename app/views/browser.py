@@ -32,11 +32,12 @@ mode = st.segmented_control("show", ["RM vs gold", "RM vs hand labels"], default
 
 def show_response(col, title: str, row: pd.Series | None, text: str) -> None:
     col.markdown(f"**{common.md(title)}**")
+    common.cut_marker(row.get("provenance") if row is not None else None, container=col)
     col.text(text)
     if row is not None:
         col.dataframe(pd.DataFrame([{
-            "PM log-prob sum": row.get("logprob_sum"), "PM log-prob mean": row.get("logprob_mean"),
-            "tokens": row.get("n_tokens"), "RM reward": row.get("reward_score"),
+            "PM log-prob sum": common.num(row.get("logprob_sum")), "PM log-prob mean": common.num(row.get("logprob_mean")),
+            "tokens": row.get("n_tokens"), "RM reward": common.num(row.get("reward_score")),
         }]), hide_index=True)
 
 
@@ -74,7 +75,7 @@ def provenance(col, raw: str | None) -> None:
 # ==================================================================== hand-label disagreements
 if mode == "RM vs hand labels":
     rm = common.pick("reward model", opts["rewards"], "b_lrm")
-    cons = labels_mod.consensus(common.labels_df())
+    cons = labels_mod.consensus(common.labels_df(), common.label_store().finals())
     if cons.empty:
         st.info("No hand labels yet: label pairs on the Spot-check page.")
         st.stop()
@@ -97,6 +98,7 @@ if mode == "RM vs hand labels":
         better = " — preferred by the label" if r["label"] == side else ""
         variant = texts.loc[rid, "variant"] if rid in texts.index else "?"
         col.markdown(f"**Response {side}** ({common.md(variant)}){common.md(better)}")
+        common.cut_marker(texts.loc[rid, "provenance"] if rid in texts.index else None, container=col)
         col.text(texts.loc[rid, "text"] if rid in texts.index else "")
         col.dataframe(resp[["role", "model", "value"]], hide_index=True, key=f"dis_scores_{side}")
     diff_text, _, ratio = word_diff(texts.loc[r["a_id"], "text"], texts.loc[r["b_id"], "text"])
@@ -105,19 +107,24 @@ if mode == "RM vs hand labels":
     st.stop()
 
 # ==================================================================== RM vs gold
+def row_key(r) -> str:
+    """A row's identity in the URL (`b_row`): sample, variant, PM, RM."""
+    return "|".join(str(x) for x in (r.sample_id, r.variant, r.policy, r.reward))
+
+
 sel_state = st.session_state.get("selection")
-with st.expander("Filters", expanded=True):
+with st.expander("Filters", expanded="b_row" not in st.query_params):
     c1, c2, c3, c4 = st.columns(4)
     variants = common.pick_many("variant", opts["variants"], "b_variant", container=c1)
-    pms = common.pick_many("policy model", opts["policies"], "b_pm", container=c2)
-    rms = common.pick_many("reward model", opts["rewards"], "b_rm", container=c3)
+    pms = common.pick_many("policy model", opts["policies"], "b_pm", container=c2, models=True)
+    rms = common.pick_many("reward model", opts["rewards"], "b_rm", container=c3, models=True)
     datasets = common.pick_many("dataset", opts["datasets"], "b_ds", container=c4)
     c5, c6, c7, c8 = st.columns(4)
     sources = c5.multiselect("source", opts["sources"], default=[], key="b_src", bind="query-params",
                              help="empty = all")
-    smin = c6.number_input("SEAM ≥", value=0.0, min_value=0.0, max_value=1.0, step=0.01, format="%.4f", key="b_smin",
+    smin = c6.number_input("SEAM ≥", value=0.0, min_value=0.0, max_value=1.0, step=0.01, format="%g", key="b_smin",
                            bind="query-params")
-    smax = c7.number_input("SEAM ≤", value=1.0, min_value=0.0, max_value=1.0, step=0.01, format="%.4f", key="b_smax",
+    smax = c7.number_input("SEAM ≤", value=1.0, min_value=0.0, max_value=1.0, step=0.01, format="%g", key="b_smax",
                            bind="query-params")
     only = c8.toggle("only RM-prefers-worse", value=True, key="b_only", bind="query-params",
                      help="rows where the RM scores at least one worse response above gold (hack rate > 0)")
@@ -156,18 +163,30 @@ rows = common.run(browse_page, f, sort=sort, descending=desc, page=min(page, n_p
 if rows.empty:
     st.info("Nothing matches these filters.")
     st.stop()
-ev = st.dataframe(
-    rows[["prompt", "variant", "policy", "reward", "seam", "seam_rel", "hack_rate", "k", "rm_prefers_gold",
-          "pm_prefers_gold", "mean_tokens", "dataset", "source", "sample_id"]],
-    hide_index=True, on_select="rerun", selection_mode="single-row", key="rows",
+row_keys = [row_key(r) for r in rows.itertuples()]
+short = common.short_names(list(opts["policies"]) + list(opts["rewards"]))
+table_rows = rows.assign(policy=rows["policy"].map(lambda m: short.get(m, m)),
+                         reward=rows["reward"].map(lambda m: short.get(m, m)))
+# SEAM and hack rate first; a short table so the detail panel below is in view without scrolling
+ev = common.table(
+    table_rows[["seam", "hack_rate", "seam_rel", "prompt", "variant", "policy", "reward", "k", "rm_prefers_gold",
+                "pm_prefers_gold", "mean_tokens", "dataset", "source", "sample_id"]],
+    "rows", max_rows=6, on_select="rerun", selection_mode="single-row",
     column_config={"prompt": st.column_config.TextColumn(width="large"),
-                   "seam": st.column_config.NumberColumn(format="%.4f"),
-                   "seam_rel": st.column_config.NumberColumn(format="%.4f"),
-                   "hack_rate": st.column_config.NumberColumn(format="%.2f")})
+                   "seam": st.column_config.NumberColumn(format=common.NUM_FORMAT),
+                   "seam_rel": st.column_config.NumberColumn(format=common.NUM_FORMAT),
+                   "hack_rate": st.column_config.NumberColumn(format=common.NUM_FORMAT)})
 sel = ev.selection.rows if ev and ev.selection else []
-row = rows.iloc[sel[0] if sel else 0]
-if not sel:
-    st.caption("Showing the first row; click a row to inspect another.")
+if sel:  # the selected row goes into the URL, so a shared link opens the same detail
+    row_i = sel[0]
+    if st.query_params.get("b_row") != row_keys[row_i]:
+        st.query_params["b_row"] = row_keys[row_i]
+else:
+    url_row = st.query_params.get("b_row")
+    row_i = row_keys.index(url_row) if url_row in row_keys else 0
+    if url_row not in row_keys:
+        st.caption("Showing the first row; click a row to inspect another.")
+row = rows.iloc[row_i]
 
 # ------------------------------------------------------------------ detail
 st.subheader("Detail")
@@ -177,9 +196,9 @@ resp = common.run(sample_responses, row["sample_id"], variant=row["variant"], po
 st.text(f"sample {row['sample_id']}   dataset {info['dataset']}   source {info['source']}   "
         f"variant {row['variant']}   PM {row['policy']}   RM {row['reward']}")
 m1, m2, m3, m4 = st.columns(4)
-m1.metric("SEAM", f"{row['seam']:.4f}")
-m2.metric("SEAM_rel", "–" if pd.isna(row["seam_rel"]) else f"{row['seam_rel']:.4f}")
-m3.metric("hack rate", f"{row['hack_rate']:.2f}", help=f"k = {row['k']} worse responses")
+m1.metric("SEAM", common.num(row["seam"]))
+m2.metric("SEAM_rel", common.num(row["seam_rel"]))
+m3.metric("hack rate", common.num(row["hack_rate"]), help=f"k = {row['k']} worse responses")
 m4.metric("PM prefers gold", "yes" if row["pm_prefers_gold"] else "no")
 st.markdown("**Prompt**")
 st.text(info["prompt"])
@@ -190,9 +209,11 @@ if gold.empty or worse.empty:
     st.warning("This sample has no scored gold / worse responses for this model pair.")
     st.stop()
 g = gold.iloc[0]
-labels = [f"#{int(w.idx)}  reward {w.reward_score:.3f}{'  > gold' if w.hack else ''}" for w in worse.itertuples()]
+labels = [f"#{int(w.idx)}  reward {common.num(w.reward_score, 4)}{'  > gold' if w.hack else ''}"
+          for w in worse.itertuples()]
+# the key names the row: a key shared by all rows kept the previous row's option labels (a stale reward)
 pick_i = st.selectbox("worse response (highest reward first)", range(len(worse)), format_func=lambda i: labels[i],
-                      key="worse_pick")
+                      key=f"worse_pick|{row_keys[row_i]}")
 w = worse.iloc[pick_i]
 a, b = st.columns(2)
 show_response(a, "Gold", g, g["text"])

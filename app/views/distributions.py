@@ -31,20 +31,22 @@ with st.sidebar:
 
 c1, c2, c3, c4 = st.columns([3, 2, 2, 3])
 variants = common.pick_many("variants", opts["variants"], "d_variant", container=c1)
-pms = common.pick_many("policy models", opts["policies"], "d_pm", default=opts["policies"][:1], container=c2)
-rms = common.pick_many("reward models", opts["rewards"], "d_rm", default=opts["rewards"][:1], container=c3)
+pms = common.pick_many("policy models", opts["policies"], "d_pm", default=opts["policies"][:1], container=c2, models=True)
+rms = common.pick_many("reward models", opts["rewards"], "d_rm", default=opts["rewards"][:1], container=c3, models=True)
 kind = c4.segmented_control("plot", ["histogram", "ECDF", "box", "violin"], default="histogram", key="d_plot",
                             bind="query-params", required=True)
 if not (variants and pms and rms):
     st.info("Pick at least one variant, policy model and reward model.")
     st.stop()
-t1, t2, t3, t4, t5 = st.columns([2, 2, 2, 2, 3])
+t1, t2, t3, t4, t5, t6 = st.columns([2, 2, 2, 2, 3, 2])
 nonzero = t1.toggle("hide exact zeros", value=True, key="d_nz", bind="query-params",
                     help="Samples where the RM never prefers a worse response have SEAM exactly 0; their share is "
                          "listed under the histogram.")
 norm = t2.toggle("share per group", value=True, key="d_norm", bind="query-params")
 pm1 = t3.selectbox("PM (correlation, length)", pms, key="d_cpm", bind="query-params")
 rm1 = t4.selectbox("RM (correlation, length)", rms, key="d_crm", bind="query-params")
+log_axis = t6.toggle("log scale", value=False, key="d_log", bind="query-params",
+                     help="Log value axis: at small alpha SEAM values are ~1e-7 and a linear axis puts every bar at 0.")
 length = t5.radio("length of", ["mean_tokens", "gold_tokens"], horizontal=True, key="d_len", bind="query-params",
                   format_func=lambda s: {"mean_tokens": "worse responses", "gold_tokens": "gold response"}[s])
 
@@ -62,7 +64,7 @@ st.caption(f"{common.md(metric)} at alpha = {alpha:g}, "
 common.table(pd.DataFrame({
     "variant": summ["variant"], "PM": summ["policy"], "RM": summ["reward"], "n": summ["n"],
     "mean [95% CI]": [common.ci_num(m, lo, hi) for m, lo, hi in zip(summ["mean"], summ["lo"], summ["hi"])],
-    "median": summ["median"], "hack rate": summ["hack_rate"].map(common.pct),
+    "median": summ["median"].map(common.num), "hack rate": summ["hack_rate"].map(common.pct),
 }), "summary")
 
 
@@ -83,7 +85,7 @@ elif kind == "histogram":
         y = g["count"] / denom if norm and denom else g["count"]
         fig.add_bar(x=(g["bin_lo"] + g["bin_hi"]) / 2, y=y, width=(g["bin_hi"] - g["bin_lo"]),
                     name=group_name(g.iloc[0]), opacity=0.6,
-                    customdata=g["count"], hovertemplate="%{x:.4f}: %{customdata} samples<extra></extra>")
+                    customdata=g["count"], hovertemplate="%{x:.3g}: %{customdata} samples<extra></extra>")
     fig.update_layout(barmode="overlay", yaxis_title="share" if norm else "samples", xaxis_title=metric)
     zs = data.drop_duplicates(["variant", "policy", "reward"])
     st.caption("Bins computed in DuckDB. Exact zeros per group: " + "; ".join(
@@ -113,6 +115,8 @@ else:
     fig.update_layout(yaxis_title=metric, showlegend=False)
     st.caption(f"Violins drawn from a reservoir sample of {len(data):,} values (SQL `USING SAMPLE`).")
 fig.update_layout(height=420, margin=dict(t=20), legend=dict(orientation="h", y=-0.2))
+if log_axis:  # the value axis: x for histogram / ECDF, y for box / violin (zeros drop off a log axis)
+    fig.update_layout(**({"xaxis_type": "log"} if kind in ("histogram", "ECDF") else {"yaxis_type": "log"}))
 st.plotly_chart(fig, key="dist")
 
 # ------------------------------------------------------------------ correlation between variants
@@ -140,7 +144,7 @@ for v, g in bl.groupby("variant", sort=True):
     lf.add_scatter(x=mid, y=g["mean"], mode="lines+markers", name=common.plot_text(v), customdata=g["n"],
                    error_y=dict(type="data", symmetric=False, array=(g["hi"] - g["mean"]).fillna(0),
                                 arrayminus=(g["mean"] - g["lo"]).fillna(0)),
-                   hovertemplate="tokens ≈ %{x:.0f}<br>mean %{y:.4f}<br>n=%{customdata}<extra></extra>")
+                   hovertemplate="tokens ≈ %{x:.0f}<br>mean %{y:.3g}<br>n=%{customdata}<extra></extra>")
 lf.update_layout(xaxis_title=("mean PM tokens of the worse responses" if length == "mean_tokens"
                               else "PM tokens of the gold response") + " (bin centre; bins up to the 99th percentile)",
                  yaxis_title=f"mean {metric}", height=360, margin=dict(t=10))

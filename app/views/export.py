@@ -9,6 +9,10 @@ folder only.
 
 from __future__ import annotations
 
+import io
+import zipfile
+from pathlib import Path
+
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -26,8 +30,8 @@ s = common.settings()
 with st.container(border=True):
     c1, c2, c3 = st.columns(3)
     variant = common.pick("variant", opts["variants"], "e_variant", container=c1)
-    policy = common.pick("policy model", opts["policies"], "e_pm", container=c2)
-    reward = common.pick("reward model", opts["rewards"], "e_rm", container=c3)
+    policy = common.pick("policy model", opts["policies"], "e_pm", container=c2, models=True)
+    reward = common.pick("reward model", opts["rewards"], "e_rm", container=c3, models=True)
     c4, c5, c6, c7 = st.columns([2, 3, 2, 1])
     mode = c4.segmented_control("drop", ["top", "bottom", "random"], default="top", key="e_mode", bind="query-params",
                                 required=True, help="top = highest SEAM (the paper's filter); random = control")
@@ -58,7 +62,7 @@ st.dataframe(show[["group", "n", "mean [95% CI]", "min", "max", "hack_rate", "go
              hide_index=True, key="summary")
 dropped = summ[summ["group"] == "dropped"]
 if not dropped.empty and mode != "random":
-    st.caption(f"Dropped: {metric} in [{dropped['min'].iloc[0]:.4f}, {dropped['max'].iloc[0]:.4f}]; "
+    st.caption(f"Dropped: {metric} in [{common.num(dropped['min'].iloc[0])}, {common.num(dropped['max'].iloc[0])}]; "
                f"ties at the threshold broken by sample id.")
 
 COLORS = {"all": "#888888", "kept": "#1f77b4", "dropped": "#d62728"}
@@ -118,7 +122,7 @@ with st.form("export_form"):
     submitted = st.form_submit_button("Export", type="primary")
 if submitted:
     try:
-        lab = labels_mod.consensus(common.labels_df()) if label_policy != "ignore" else None
+        lab = labels_mod.consensus(common.labels_df(), common.label_store().finals()) if label_policy != "ignore" else None
         with st.spinner("exporting…"):
             res = export_mod.export_subset(s.db, s.exports, name, spec, keep=keep, fmt=fmt, rejected=rejected,
                                            labels=lab, label_policy=label_policy, overwrite=overwrite)
@@ -128,3 +132,22 @@ if submitted:
         st.success(f"Exported {res.n:,} pairs.")
         st.code(str(res.path), language=None)
         st.json(res.card, expanded=False)
+        st.session_state["last_export"] = str(res.path)
+
+
+def _zip_folder(path: Path) -> bytes:
+    """The export folder (data, README.md, card.json) as one zip, for the browser's download."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(path.rglob("*")):
+            if f.is_file():
+                zf.write(f, Path(path.name) / f.relative_to(path))
+    return buf.getvalue()
+
+
+last_export = st.session_state.get("last_export")
+if last_export and Path(last_export).is_dir():
+    # a download, not only a server path: the app may run on another machine than the browser
+    st.download_button(f"Download {Path(last_export).name}.zip", _zip_folder(Path(last_export)),
+                       file_name=f"{Path(last_export).name}.zip", mime="application/zip", key="dl_export",
+                       on_click="ignore", icon=":material/download:")

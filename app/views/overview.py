@@ -18,8 +18,8 @@ from analysis.storage import labels as labels_mod
 from analysis.queries.base import experiment_table, filter_options, table_counts
 from analysis.queries.distributions import seam_summary
 from analysis.queries.selection import Selection
-from analysis.queries.overview import (datasets_summary, models_summary, recent_runs, reject_reasons, rm_accuracy,
-                                       variant_summary)
+from analysis.queries.overview import (datasets_summary, models_summary, not_selected, recent_runs, reject_reasons,
+                                       rm_accuracy, variant_summary)
 from analysis.queries.spotcheck import label_mismatch
 from app import common
 
@@ -29,13 +29,18 @@ stat = common.require_db()
 counts = common.run(table_counts)
 opts = common.run(filter_options)
 c = dict(zip(counts["table"], counts["rows"]))
-cols = st.columns(6)
+unsel = common.run(not_selected)
+cols = st.columns(7)
 cols[0].metric("samples", f"{c.get('samples', 0):,}")
 cols[1].metric("responses", f"{c.get('responses', 0):,}")
 cols[2].metric("policy models", len(opts["policies"]))
 cols[3].metric("reward models", len(opts["rewards"]))
 cols[4].metric("worse variants", len(opts["variants"]))
-cols[5].metric("rejected input rows", f"{c.get('rejects', 0):,}")
+cols[5].metric("malformed input rows", f"{c.get('rejects', 0):,}",
+               help="Rows the ingest could not use (bad JSON, missing fields, …), by reason below.")
+cols[6].metric("not selected", f"{int(unsel['n'].sum()):,}" + ("+" if unsel["limit_reached"].any() else ""),
+               help="Input rows left out on purpose by --fraction / --limit; not errors. '+': the ingest "
+                    "stopped at --limit and did not read the rest of the input.")
 
 # ------------------------------------------------------------------ last run
 runs = common.run(recent_runs, 5)
@@ -83,7 +88,7 @@ st.caption("Share of hand-labeled pairs where the RM scores the response people 
            "`policy` = two samples of the PM for one prompt (the paper's 35% is about these); `dataset` = "
            "gold vs a worse response. One consensus label per pair; label ties are excluded from n.")
 lab = common.labels_df()
-cons = labels_mod.consensus(lab)
+cons = labels_mod.consensus(lab, common.label_store().finals())
 mm = common.run(label_mismatch, cons) if not cons.empty else pd.DataFrame()
 if mm.empty:
     st.info("No hand labels yet. Label pairs blind on the **Spot-check** page; the rate and its interval appear here.")
@@ -117,7 +122,7 @@ summ = common.run(seam_summary, Selection())
 common.table(pd.DataFrame({
     "PM": summ["policy"], "RM": summ["reward"], "variant": summ["variant"], "n": summ["n"],
     "mean SEAM [95% CI]": [common.ci_num(m, lo, hi) for m, lo, hi in zip(summ["mean"], summ["lo"], summ["hi"])],
-    "median": summ["median"].round(4), "hack rate": summ["hack_rate"].map(common.pct),
+    "median": summ["median"].map(common.num), "hack rate": summ["hack_rate"].map(common.pct),
     "RM prefers gold": summ["rm_prefers_gold"].map(common.pct),
     "PM prefers gold": summ["pm_prefers_gold"].map(common.pct),
 }), "seam_table", max_rows=40)
@@ -133,7 +138,7 @@ models["sha256"] = models["sha256"].str.slice(0, 12)
 b.dataframe(models, hide_index=True, key="models_table")
 a.subheader("Response variants")
 a.dataframe(common.run(variant_summary), hide_index=True, key="variants_table")
-b.subheader("Rejected input rows by reason")
+b.subheader("Malformed input rows by reason")
 rej = common.run(reject_reasons)
 if rej.empty:
     b.caption("None.")

@@ -83,6 +83,9 @@ else:
             "puts on gold (t 95% interval). It needs no extra run but is not an RLHF result: import your own runs "
             "with `seam import-rlhf runs.csv` (columns pm, rm, score) to see real saturation.")
 
+from app.views import rlhf_panel  # the real RLHF grid (seam rlhf-grid) and proxy vs real
+rlhf_panel.render(variant)
+
 if grid.empty:
     st.warning("No grid values for this choice.")
     st.stop()
@@ -108,7 +111,7 @@ st.subheader("Grid")
 st.caption(f"{common.md(metric_name)} — click a cell to see the samples behind it.")
 xs = [common.plot_text(name(r)) for r in rm_order]
 ys = [common.plot_text(name(p)) for p in pm_order]
-text = [[("" if pd.isna(z.iloc[i, j]) else f"{z.iloc[i, j]:.3f}<br>n={int(nmat.iloc[i, j])}")
+text = [[("" if pd.isna(z.iloc[i, j]) else f"{common.num(z.iloc[i, j])}<br>n={int(nmat.iloc[i, j])}")
          for j in range(len(rm_order))] for i in range(len(pm_order))]
 fig = go.Figure(go.Heatmap(z=z.values, x=xs, y=ys, text=text, texttemplate="%{text}", colorscale="Viridis",
                            colorbar_title="quality", hoverinfo="skip"))
@@ -171,7 +174,7 @@ for p in pm_order:
                       text=[common.plot_text(name(r)) for r in g["reward"]],
                       error_y=dict(type="data", symmetric=False, array=(g["hi"] - g["quality"]).fillna(0),
                                    arrayminus=(g["quality"] - g["lo"]).fillna(0)),
-                      hovertemplate="RM %{text}<br>RM quality %{x:.3f}<br>cell %{y:.3f}<extra></extra>")
+                      hovertemplate="RM %{text}<br>RM quality %{x:.3g}<br>cell %{y:.3g}<extra></extra>")
 rm_metric = rmq["metric"].iloc[0] if not rmq.empty else "RM quality"
 pm_metric = pmq["metric"].iloc[0] if not pmq.empty else "PM quality"
 fig_r.update_layout(xaxis_title=common.plot_text(f"RM quality: {rm_metric}"), yaxis_title="cell value",
@@ -188,7 +191,7 @@ for r in rm_order:
                       text=[common.plot_text(name(p)) for p in g["policy"]],
                       error_y=dict(type="data", symmetric=False, array=(g["hi"] - g["quality"]).fillna(0),
                                    arrayminus=(g["quality"] - g["lo"]).fillna(0)),
-                      hovertemplate="PM %{text}<br>PM quality %{x:.3f}<br>cell %{y:.3f}<extra></extra>")
+                      hovertemplate="PM %{text}<br>PM quality %{x:.3g}<br>cell %{y:.3g}<extra></extra>")
 fig_p.update_layout(xaxis_title=common.plot_text(f"PM quality: {pm_metric}"), yaxis_title="cell value",
                     legend_title_text="RM", height=380, margin=dict(t=30), title="per RM, vs PM quality")
 b.plotly_chart(fig_p, key="curve_pm")

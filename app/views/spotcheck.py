@@ -17,7 +17,7 @@ import streamlit as st
 
 from analysis.storage import labels as labels_mod
 from analysis.queries.base import filter_options
-from analysis.queries.browser import response_scores
+from analysis.queries.browser import response_scores, responses_by_ids
 from analysis.queries.spotcheck import label_mismatch, spotcheck_pairs
 from app import common
 
@@ -26,10 +26,35 @@ common.require_db()
 opts = common.run(filter_options)
 store = common.label_store()
 
-with st.container(border=True):
-    c1, c2, c3, c4, c5 = st.columns([2, 2, 2, 1, 1])
-    annotator = c1.text_input("annotator", key="annotator", bind="query-params", placeholder="your name",
-                              help="Labels are stored per annotator; agreement between annotators is measured below.")
+
+def _commit_name() -> None:
+    """The name goes into the URL and the field closes, so focus leaves it and A/B/T/S/U reach the buttons
+    (typing them into the field used to append to the name: 'alicea')."""
+    name = (st.session_state.get("annotator") or "").strip()
+    if name:
+        st.query_params["annotator"] = name
+    st.session_state["edit_name"] = False
+
+
+def _change_name() -> None:
+    st.session_state["edit_name"] = True
+    st.session_state["annotator"] = st.query_params.get("annotator", "")
+
+
+annotator = (st.query_params.get("annotator") or "").strip()
+started = bool(annotator) and not st.session_state.get("edit_name")
+if started:
+    n1, n2 = st.columns([6, 1])
+    n1.markdown(f"Labeling as **{common.md(annotator)}**")
+    n2.button("change annotator", key="change_name", on_click=_change_name, width="stretch")
+else:
+    st.text_input("annotator", key="annotator", placeholder="your name, then press Enter", on_change=_commit_name,
+                  help="Labels are stored per annotator; agreement between annotators is measured below. Press "
+                       "Enter: the field closes and the keyboard shortcuts A, B, T, S, U work.")
+
+# the settings fold away once labeling starts, so the pair and its buttons fit above the fold (1280x720)
+with st.expander("Queue settings", expanded=not started):
+    c2, c3, c4, c5, c6 = st.columns([2, 2, 1, 1, 2])
     kind = c2.segmented_control("pairs", ["policy", "dataset"], default="policy", key="c_kind", bind="query-params",
                                 required=True,
                                 format_func=lambda k: {"policy": "PM samples", "dataset": "gold vs worse"}[k],
@@ -41,14 +66,18 @@ with st.container(border=True):
         generator = None
     else:
         variant = "rejected"
-        gen = c3.selectbox("PM that wrote them", ["any"] + opts["policies"], key="c_gen", bind="query-params")
+        gen = c3.selectbox("PM that wrote them", ["any"] + opts["policies"], key="c_gen", bind="query-params",
+                           format_func=lambda m: m if m == "any" else common.model_name(m, opts["policies"]))
         generator = None if gen == "any" else gen
     strat = c4.selectbox("stratify by", ["none", "dataset", "source"], key="c_strat", bind="query-params")
     seed = int(c5.number_input("seed", value=0, min_value=0, step=1, key="c_seed", bind="query-params"))
+    keep_cut = c6.toggle("include cut-off responses", value=False, key="c_cut", bind="query-params",
+                         help="Responses whose generation hit the token cap end mid-sentence; a judgement between "
+                              "two fragments is not one between two answers, so they are left out by default.")
     n_queue = st.slider("queue size", 10, 500, 50, 10, key="c_n", bind="query-params")
 
 queue = common.run(spotcheck_pairs, kind=kind, n=n_queue, seed=seed, variant=variant, generator=generator,
-                     stratify=None if strat == "none" else strat)
+                   stratify=None if strat == "none" else strat, exclude_truncated=not keep_cut)
 session = f"{kind}|{variant if kind == 'dataset' else (generator or 'any')}|{strat}|{seed}|{n_queue}"
 
 if queue.empty:
@@ -58,17 +87,27 @@ if queue.empty:
     st.stop()
 
 
+def pair_key(a_id: str, b_id: str) -> str:
+    return f"{a_id}|{b_id}"
+
+
 def record(choice: str, a_id: str, b_id: str, left_id: str, sample_id: str) -> None:
-    """Button callback: commit the label before the rerun, remember it for the reveal."""
+    """Button callback: commit the label before the rerun, remember it for the reveal.
+
+    The pair's ids travel with the button (its key names the pair), and a label is taken only for the pair
+    on screen: a second keypress that arrives before the next pair is drawn names a pair that is no longer
+    current and is ignored (a fast A-then-B used to label a pair nobody had seen)."""
+    if st.session_state.get("current_pair") != pair_key(a_id, b_id):
+        return
+    st.session_state["current_pair"] = None
     if choice in ("left", "right"):
         better = left_id if choice == "left" else (b_id if left_id == a_id else a_id)
         label = "a" if better == a_id else "b"
     else:
         label = choice
-    store.put(a_id, b_id, st.session_state["annotator"], label, kind=kind, sample_id=sample_id,
-              shown_left=left_id, session=session)
+    store.put(a_id, b_id, annotator, label, kind=kind, sample_id=sample_id, shown_left=left_id, session=session)
     st.session_state["last_label"] = {"a_id": a_id, "b_id": b_id, "label": label, "left_id": left_id,
-                                      "sample_id": sample_id, "annotator": st.session_state["annotator"]}
+                                      "sample_id": sample_id, "annotator": annotator}
 
 
 def undo() -> None:
@@ -77,78 +116,147 @@ def undo() -> None:
         store.delete(last["a_id"], last["b_id"], last["annotator"])
 
 
-if not annotator.strip():
-    st.info("Enter your name above to start labeling. Labels are saved as you give them.")
-else:
-    done = store.labeled_pairs(annotator.strip())
+def reveal(last: dict) -> None:
+    """Scores of the pair just labeled, A (left) before B (right), formatted."""
+    with st.expander("Revealed: the pair you just labeled", expanded=True):
+        # scores of the whole queue are read once (one scan of the score tables) and cached
+        queue_scores = common.run(response_scores, sorted(set(queue["a_id"]) | set(queue["b_id"])))
+        sc = queue_scores[queue_scores["response_id"].isin([last["a_id"], last["b_id"]])]
+        if sc["response_id"].nunique() < 2:
+            sc = common.run(response_scores, [last["a_id"], last["b_id"]])
+        left, right = last["left_id"], (last["b_id"] if last["left_id"] == last["a_id"] else last["a_id"])
+        you = {"a": last["a_id"], "b": last["b_id"]}.get(last["label"])
+        st.text(f"your label: {'A (left)' if you == left else 'B (right)' if you == right else last['label']}")
+        piv = sc.pivot_table(index=["role", "model"], columns="response_id", values="value").reset_index()
+        if left in piv and right in piv:
+            agrees = []
+            for _, r in piv.iterrows():
+                if r["role"] != "reward" or you is None:
+                    agrees.append("")
+                elif r[left] == r[right]:
+                    agrees.append("RM tie")
+                else:
+                    rm_pick = left if r[left] > r[right] else right
+                    agrees.append("agrees" if rm_pick == you else "MISMATCH")
+            show = pd.DataFrame({"role": piv["role"], "model": piv["model"],
+                                 "A (left)": piv[left].map(lambda v: common.num(v, 4)),
+                                 "B (right)": piv[right].map(lambda v: common.num(v, 4)), "RM vs you": agrees})
+            st.dataframe(show, hide_index=True, key="reveal")
+            st.caption(f"`policy` rows: PM mean token log-prob; `reward` rows: RM reward. "
+                       f"{int((piv['role'] == 'reward').sum())} RM(s).")
+        var = sc.drop_duplicates("response_id").set_index("response_id")["variant"]
+        st.text(f"A was {var.get(left, '?')}, B was {var.get(right, '?')}")
+
+
+@st.fragment
+def labeling() -> None:
+    """The pair, its buttons and the reveal: a label reruns only this fragment (not the statistics below),
+    and the queue is cached, so the next pair is drawn without a query."""
+    done = store.labeled_pairs(annotator)
     is_done = [(a, b) in done for a, b in zip(queue["a_id"], queue["b_id"])]
     n_done = sum(is_done)
-    st.progress(n_done / len(queue), text=f"{n_done} of {len(queue)} pairs in this queue labeled by you")
     remaining = queue[[not d for d in is_done]]
     if remaining.empty:
+        st.session_state["current_pair"] = None
+        st.progress(1.0, text=f"{n_done} of {len(queue)} pairs in this queue labeled by you")
         st.success("Queue finished. Raise the queue size or change the seed for more pairs.")
     else:
         p = remaining.iloc[0]
-        left_id, left_text, right_text = ((p["b_id"], p["b_text"], p["a_text"]) if p["swap"]
-                                          else (p["a_id"], p["a_text"], p["b_text"]))
-        st.markdown("**Prompt**")
-        st.text(p["prompt"])
-        a, b = st.columns(2)
-        with a.container(border=True):
-            st.markdown("**A**")
-            st.text(left_text)
-        with b.container(border=True):
-            st.markdown("**B**")
-            st.text(right_text)
+        left_id, left_text, right_text, left_prov, right_prov = (
+            (p["b_id"], p["b_text"], p["a_text"], p["b_prov"], p["a_prov"]) if p["swap"]
+            else (p["a_id"], p["a_text"], p["b_text"], p["a_prov"], p["b_prov"]))
+        key = pair_key(p["a_id"], p["b_id"])
+        st.session_state["current_pair"] = key
         args = (p["a_id"], p["b_id"], left_id, p["sample_id"])
-        b1, b2, b3, b4, b5 = st.columns(5)
-        b1.button("A is better", key="lab_a", shortcut="A", on_click=record, args=("left", *args), type="primary",
+        b1, b2, b3, b4, b5, b6 = st.columns([2, 2, 1, 1, 1, 3])
+        b1.button("A is better", key=f"lab_a|{key}", shortcut="A", on_click=record, args=("left", *args),
+                  type="primary", width="stretch")
+        b2.button("B is better", key=f"lab_b|{key}", shortcut="B", on_click=record, args=("right", *args),
+                  type="primary", width="stretch")
+        b3.button("Tie", key=f"lab_tie|{key}", shortcut="T", on_click=record, args=("tie", *args), width="stretch")
+        b4.button("Skip", key=f"lab_skip|{key}", shortcut="S", on_click=record, args=("skip", *args),
                   width="stretch")
-        b2.button("B is better", key="lab_b", shortcut="B", on_click=record, args=("right", *args), type="primary",
-                  width="stretch")
-        b3.button("Tie", key="lab_tie", shortcut="T", on_click=record, args=("tie", *args), width="stretch")
-        b4.button("Skip", key="lab_skip", shortcut="S", on_click=record, args=("skip", *args), width="stretch")
-        b5.button("Undo last", key="undo", shortcut="U", on_click=undo, width="stretch",
+        b5.button("Undo", key="undo", shortcut="U", on_click=undo, width="stretch",
                   disabled="last_label" not in st.session_state)
+        b6.progress(n_done / len(queue), text=f"{n_done} of {len(queue)} pairs in this queue labeled by you")
         st.caption("Keyboard: A, B, T (tie), S (skip), U (undo). Model scores and which side is gold stay hidden "
                    "until you label.")
-
+        with st.container(border=True, height=110):
+            st.text(p["prompt"])
+        a, b = st.columns(2)
+        for col, name, text, prov in ((a, "A", left_text, left_prov), (b, "B", right_text, right_prov)):
+            with col.container(border=True, height=260):
+                st.markdown(f"**{name}**")
+                common.cut_marker(prov)
+                st.text(text)
     last = st.session_state.get("last_label")
     if last:
-        with st.expander("Revealed: the pair you just labeled", expanded=True):
-            # scores of the whole queue are read once (one scan of the score tables) and cached, so
-            # revealing after each click costs nothing even on a large DB
-            queue_scores = common.run(response_scores, sorted(set(queue["a_id"]) | set(queue["b_id"])))
-            sc = queue_scores[queue_scores["response_id"].isin([last["a_id"], last["b_id"]])]
-            if sc["response_id"].nunique() < 2:
-                sc = common.run(response_scores, [last["a_id"], last["b_id"]])
-            left, right = last["left_id"], (last["b_id"] if last["left_id"] == last["a_id"] else last["a_id"])
-            you = {"a": last["a_id"], "b": last["b_id"]}.get(last["label"])
-            st.text(f"your label: {'A (left)' if you == left else 'B (right)' if you == right else last['label']}")
-            piv = sc.pivot_table(index=["role", "model"], columns="response_id", values="value").reset_index()
-            if left in piv and right in piv:
-                piv = piv.rename(columns={left: "A (left)", right: "B (right)"})
-                rew = piv["role"] == "reward"
-                agrees = []
-                for _, r in piv.iterrows():
-                    if r["role"] != "reward" or you is None:
-                        agrees.append("")
-                    elif r["A (left)"] == r["B (right)"]:
-                        agrees.append("RM tie")
-                    else:
-                        rm_pick = left if r["A (left)"] > r["B (right)"] else right
-                        agrees.append("agrees" if rm_pick == you else "MISMATCH")
-                piv["RM vs you"] = agrees
-                st.dataframe(piv, hide_index=True, key="reveal")
-                st.caption(f"`policy` rows: PM mean token log-prob; `reward` rows: RM reward. "
-                           f"{int(rew.sum())} RM(s).")
-            var = sc.drop_duplicates("response_id").set_index("response_id")["variant"]
-            st.text(f"A was {var.get(left, '?')}, B was {var.get(right, '?')}")
+        reveal(last)
+
+
+if not annotator:
+    st.info("Enter your name above and press Enter to start labeling. Labels are saved as you give them.")
+else:
+    labeling()
+    st.button("Refresh statistics", key="refresh_stats", help="The statistics below update on a full rerun; "
+                                                             "labeling reruns only the pair above.")
+
+# ==================================================================== adjudication, export, import
+lab = store.all()
+finals = store.finals()
+with st.expander("Adjudicate · export · import labels", expanded=False):
+    t_adj, t_exp, t_imp = st.tabs(["Adjudicate disagreements", "Export labels", "Import labels"])
+    with t_adj:
+        dis = labels_mod.disagreements(lab, finals)
+        if dis.empty:
+            st.caption("No pair has labels that disagree.")
+        else:
+            st.caption(f"{len(dis)} pair(s) where annotators disagree; {int((dis['final'] != '').sum())} settled. "
+                       "A recorded final label replaces the majority vote in every statistic.")
+            ev = st.dataframe(dis[["votes", "final", "kind", "sample_id", "a_id", "b_id"]], hide_index=True,
+                              key="adj_rows", on_select="rerun", selection_mode="single-row")
+            i = ev.selection.rows[0] if ev and ev.selection and ev.selection.rows else 0
+            d = dis.iloc[i]
+            texts = common.run(responses_by_ids, [d["a_id"], d["b_id"]]).set_index("response_id")
+            x, y = st.columns(2)
+            for col, rid, side in ((x, d["a_id"], "a"), (y, d["b_id"], "b")):
+                col.markdown(f"**Response {side}**")
+                col.text(texts.loc[rid, "text"] if rid in texts.index else "")
+            f1, f2, f3 = st.columns([1, 2, 1])
+            final = f1.radio("final label", ["a", "b", "tie"], horizontal=True, key="adj_label")
+            note = f2.text_input("note", key="adj_note")
+            if f3.button("Record final label", key="adj_save", type="primary",
+                         disabled=not annotator, help="Recorded under your annotator name."):
+                store.put_final(d["a_id"], d["b_id"], final, annotator, note)
+                st.rerun()
+    with t_exp:
+        fmt = st.radio("format", list(labels_mod.EXPORT_FORMATS), horizontal=True, key="lab_fmt",
+                       format_func=lambda f: {"csv": "CSV", "jsonl": "JSONL", "argilla": "Argilla (JSON records)",
+                                              "labelstudio": "Label Studio (JSON tasks)"}[f])
+        texts = prompts = None
+        if fmt in ("argilla", "labelstudio") and not lab.empty:
+            rs = common.run(responses_by_ids, sorted(set(lab["a_id"]) | set(lab["b_id"])))
+            texts = dict(zip(rs["response_id"], rs["text"]))
+            prompts = dict(zip(queue["sample_id"], queue["prompt"]))
+        ext = {"csv": "csv", "jsonl": "jsonl"}.get(fmt, "json")
+        st.download_button(f"Download {len(lab)} label(s)", labels_mod.export_labels(lab, fmt, texts, prompts),
+                           file_name=f"labels.{fmt}.{ext}" if fmt in ("argilla", "labelstudio") else f"labels.{ext}",
+                           key="lab_download", on_click="ignore", icon=":material/download:")
+    with t_imp:
+        ifmt = st.radio("format", list(labels_mod.EXPORT_FORMATS), horizontal=True, key="imp_fmt")
+        up = st.file_uploader("labels file", type=["csv", "jsonl", "json"], key="imp_file")
+        if up is not None and st.button("Import", key="imp_go"):
+            try:
+                rows = labels_mod.parse_labels(up.getvalue().decode("utf-8"), ifmt)
+            except (ValueError, UnicodeDecodeError) as exc:
+                st.error(common.md(f"Could not import: {exc}"))
+            else:
+                st.success(f"Imported {store.import_labels(rows)} label(s).")
+                lab = store.all()
 
 # ==================================================================== statistics
 st.header("RM mismatch vs labels")
-lab = store.all()
-cons = labels_mod.consensus(lab)
+cons = labels_mod.consensus(lab, finals)
 if cons.empty:
     st.caption("No labels yet.")
     st.stop()
@@ -157,7 +265,7 @@ target = st.select_slider("target precision (± percentage points, 95%)", [1, 2,
                           key="c_target", bind="query-params")
 rows = []
 for r in mm.itertuples():
-    need = labels_mod.labels_needed(r.mismatch if r.n else None, target / 100, int(r.n))
+    need = labels_mod.labels_needed(labels_mod.planning_rate(int(r.wrong), int(r.n)), target / 100, int(r.n))
     half = (r.mismatch_hi - r.mismatch_lo) / 2 if r.n else math.nan
     rows.append({"pairs": r.kind, "RM": r.reward, "n": r.n, "RM wrong": r.wrong, "RM ties": r.rm_ties,
                  "label ties": r.label_ties,
@@ -166,15 +274,16 @@ for r in mm.itertuples():
                  f"label more for ±{target} pp": need})
 st.dataframe(pd.DataFrame(rows), hide_index=True, key="mismatch")
 st.caption(f"One consensus label per pair (majority of non-skip labels; {cons.attrs.get('n_split', 0)} split pair(s) "
-           "left out). Wilson 95% intervals. The planner assumes the current rate holds (0.5 when unknown).")
+           "left out). Wilson 95% intervals. The planner assumes the rate in the current interval closest to 50% "
+           "(the worst case the labels still allow).")
 
 st.subheader("Agreement between annotators")
 kt = labels_mod.kappa_table(lab)
 if kt.empty:
     st.caption("Needs two annotators labeling the same pairs (same kind, seed and queue settings).")
 else:
-    st.dataframe(kt.assign(agreement=kt["agreement"].map(common.pct), kappa=kt["kappa"].round(3)), hide_index=True,
+    st.dataframe(kt.assign(agreement=kt["agreement"].map(common.pct), kappa=kt["kappa"].map(common.num)), hide_index=True,
                  key="kappa")
     st.caption("Cohen's κ over pairs both annotators judged (skips excluded); labels a / b / tie.")
-per = lab.groupby(["annotator", "label"]).size().unstack(fill_value=0).reset_index()
-st.dataframe(per, hide_index=True, key="per_annotator")
+st.dataframe(labels_mod.side_counts(lab), hide_index=True, key="per_annotator")
+st.caption("Choices per annotator as seen on screen (A = left, B = right).")

@@ -41,6 +41,14 @@ CREATE TABLE IF NOT EXISTS rejects (
     PRIMARY KEY (dataset, source_row)
 );
 
+-- Input rows left out on purpose by --fraction / --shard / --limit (per dataset): not rejects, so counted
+-- apart from them. `limit_reached`: the ingest stopped at --limit and did not read the rest of the input.
+CREATE TABLE IF NOT EXISTS not_selected (
+    dataset       VARCHAR PRIMARY KEY,
+    n             BIGINT NOT NULL,
+    limit_reached BOOLEAN NOT NULL DEFAULT false
+);
+
 -- Every response that gets scored: the gold one (variant 'gold'), the worse ones (contrast / adv /
 -- generated / rejected) and policy samples (variant 'policy'). response_id = hash(sample_id, variant, text).
 CREATE TABLE IF NOT EXISTS responses (
@@ -135,3 +143,46 @@ CREATE TABLE IF NOT EXISTS rm_accuracy (
     reward VARCHAR, variant VARCHAR, n INTEGER, correct INTEGER, wrong INTEGER, ties INTEGER
 );
 CREATE INDEX IF NOT EXISTS responses_by_sample ON responses (sample_id);
+
+-- ---- seam rlhf-grid (real online-RL runs per PM x RM cell) -------------------------------------
+-- Rows written by `seam rlhf-grid` carry source = 'rlhf-grid:<grid hash>' and the columns below;
+-- rows imported from a CSV leave them NULL. score = win rate of the trained policy's answers over the
+-- starting PM's answers on held-out prompts under the judge (ties 1/2), score_lo/hi its bootstrap 95%.
+ALTER TABLE rlhf_results ADD COLUMN IF NOT EXISTS cell_id VARCHAR;          -- resume key of the cell
+ALTER TABLE rlhf_results ADD COLUMN IF NOT EXISTS run_id VARCHAR;
+ALTER TABLE rlhf_results ADD COLUMN IF NOT EXISTS algorithm VARCHAR;        -- e.g. trl-rloo
+ALTER TABLE rlhf_results ADD COLUMN IF NOT EXISTS score_lo DOUBLE;
+ALTER TABLE rlhf_results ADD COLUMN IF NOT EXISTS score_hi DOUBLE;
+ALTER TABLE rlhf_results ADD COLUMN IF NOT EXISTS n_eval INTEGER;           -- held-out prompts judged
+ALTER TABLE rlhf_results ADD COLUMN IF NOT EXISTS judge VARCHAR;            -- RM that judged (not in the grid)
+ALTER TABLE rlhf_results ADD COLUMN IF NOT EXISTS judge_kind VARCHAR;       -- 'proxy judge' | 'given judge'
+ALTER TABLE rlhf_results ADD COLUMN IF NOT EXISTS judge_start DOUBLE;       -- mean judge reward, starting PM
+ALTER TABLE rlhf_results ADD COLUMN IF NOT EXISTS judge_trained DOUBLE;     -- mean judge reward, trained PM
+ALTER TABLE rlhf_results ADD COLUMN IF NOT EXISTS judge_gain DOUBLE;        -- paired mean of the difference
+ALTER TABLE rlhf_results ADD COLUMN IF NOT EXISTS judge_gain_lo DOUBLE;
+ALTER TABLE rlhf_results ADD COLUMN IF NOT EXISTS judge_gain_hi DOUBLE;
+ALTER TABLE rlhf_results ADD COLUMN IF NOT EXISTS kl DOUBLE;                -- KL(trained || start), nats/answer
+ALTER TABLE rlhf_results ADD COLUMN IF NOT EXISTS kl_lo DOUBLE;
+ALTER TABLE rlhf_results ADD COLUMN IF NOT EXISTS kl_hi DOUBLE;
+ALTER TABLE rlhf_results ADD COLUMN IF NOT EXISTS steps INTEGER;
+ALTER TABLE rlhf_results ADD COLUMN IF NOT EXISTS seed INTEGER;
+ALTER TABLE rlhf_results ADD COLUMN IF NOT EXISTS beta DOUBLE;
+ALTER TABLE rlhf_results ADD COLUMN IF NOT EXISTS model_dir VARCHAR;        -- the trained policy
+ALTER TABLE rlhf_results ADD COLUMN IF NOT EXISTS wall_s DOUBLE;
+ALTER TABLE rlhf_results ADD COLUMN IF NOT EXISTS config JSON;              -- the full run config
+ALTER TABLE rlhf_results ADD COLUMN IF NOT EXISTS finished_at TIMESTAMP;
+-- Training curves of each cell: one row per optimizer step (TRL's logged metrics).
+CREATE TABLE IF NOT EXISTS rlhf_curves (
+    source      VARCHAR NOT NULL,
+    cell_id     VARCHAR NOT NULL,
+    policy      VARCHAR NOT NULL,
+    reward      VARCHAR NOT NULL,
+    step        INTEGER NOT NULL,
+    rm_reward   DOUBLE,             -- mean RM reward of the step's samples (before the KL penalty)
+    rm_reward_std DOUBLE,
+    kl          DOUBLE,             -- mean per-token KL to the starting PM (TRL's estimate)
+    mean_length DOUBLE,             -- mean completion length in tokens
+    loss        DOUBLE,
+    entropy     DOUBLE,
+    PRIMARY KEY (cell_id, step)
+);
