@@ -1,4 +1,4 @@
-"""PM scoring benchmark (SPEC §5): the reference code's naive loop vs `PolicyModel.score`, same model/data/machine.
+"""PM scoring benchmark: the reference code's naive loop vs `PolicyModel.score`, same model/data/machine.
 
 Why a script and not a timed test: speed depends on the machine and its load, so the claim we make is a *ratio
 measured in one run*, with the log-prob agreement checked on the same numbers.
@@ -18,6 +18,12 @@ gold answers of the next k questions as the other responses (the `contrast`-vari
 
     .venv/bin/python benchmarks/bench_pm_scoring.py                       # SmolLM2, 40 prompts x 5 responses
     .venv/bin/python benchmarks/bench_pm_scoring.py --model builtin:gemma-3-270m --n-prompts 10
+
+Ceiling: the decoder's bare forward pass (no padding, no LM head, no bookkeeping) on random ids at several
+[rows x width] shapes of `--token-budget` tokens; the best shape's tokens/s is what a forward-bound scorer could
+reach. The shipped scorer's throughput in *forwarded real tokens* (each distinct prompt once + the responses) is
+printed as a fraction of it, with its time split into decoder forward, LM head (log-softmax on response rows) and
+the rest (tokenization, packing, cache gathers), plus the share of padded positions in its forward passes.
 """
 
 from __future__ import annotations
@@ -79,6 +85,54 @@ def run_naive(pm: PolicyModel, prompts: list[str], responses: list[str]) -> list
     return out
 
 
+def bare_forward_ceiling(pm: PolicyModel, token_budget: int, reps: int = 2) -> tuple[float, tuple[int, int], dict]:
+    """(best tokens/s, its (rows, width), all shapes) of the bare decoder forward at `token_budget` tokens/pass."""
+    gen = torch.Generator().manual_seed(0)
+    vocab = pm.model.config.get_text_config().vocab_size
+    shapes = {}
+    with torch.inference_mode():
+        for width in (16, 32, 64, 128, 256, 512):
+            rows = max(1, token_budget // width)
+            ids = torch.randint(100, vocab - 1, (rows, width), generator=gen).to(pm.device)
+            pm._decoder(input_ids=ids[:1, :8])  # warm-up of this dtype/device
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                pm._decoder(input_ids=ids)
+            if pm.device.type == "cuda":
+                torch.cuda.synchronize()
+            shapes[(rows, width)] = rows * width * reps / (time.perf_counter() - t0)
+    best = max(shapes, key=shapes.get)
+    return shapes[best], best, shapes
+
+
+def instrument(pm: PolicyModel) -> dict:
+    """Time the scorer's decoder forwards and LM-head calls and count real vs padded forwarded positions (wraps
+    this instance's own methods; the numbers it computes are unchanged)."""
+    stats = {"forward_s": 0.0, "head_s": 0.0, "real": 0, "padded": 0}
+    forward, head = pm._forward, pm._row_logprobs
+    sync = torch.cuda.synchronize if pm.device.type == "cuda" else (lambda: None)
+
+    def timed_forward(**kw):
+        ids, mask = kw["input_ids"], kw.get("attention_mask")
+        stats["padded"] += ids.numel()
+        stats["real"] += int(mask[:, -ids.shape[1]:].sum()) if mask is not None else ids.numel()
+        t0 = time.perf_counter()
+        out = forward(**kw)
+        sync()
+        stats["forward_s"] += time.perf_counter() - t0
+        return out
+
+    def timed_head(*args):
+        t0 = time.perf_counter()
+        out = head(*args)
+        sync()
+        stats["head_s"] += time.perf_counter() - t0
+        return out
+
+    pm._forward, pm._row_logprobs = timed_forward, timed_head
+    return stats
+
+
 def timed(fn, *args):
     t0 = time.perf_counter()
     result = fn(*args)
@@ -96,7 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--token-budget", type=int, default=4096)
     ap.add_argument("--skip-flat", action="store_true", help="skip the no-sharing control arm")
     ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     prompts, responses = build_data(args.n_prompts, args.k)
     cfg = PolicyConfig(device=args.device, dtype=args.dtype, token_budget=args.token_budget)
@@ -137,6 +194,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<8} {r['seconds']:8.2f} {r['tok_per_s']:10.1f} {r['speedup']:8.2f}x {diff:12.2e}")
     print(f"\nshared vs naive: {results['shared']['speedup']:.2f}x faster, "
           f"max |log-prob difference| {results['shared']['max_abs_diff']:.2e} nats")
+
+    # ceiling: the bare forward at its best shape, and where the shipped scorer's time goes
+    ceiling, shape, shapes = bare_forward_ceiling(pm, args.token_budget)
+    stats = instrument(pm)
+    _, t_inst = timed(pm.score, prompts, responses, False)
+    real_tps = stats["real"] / t_inst
+    other = t_inst - stats["forward_s"] - stats["head_s"]
+    print("\nbare decoder forward, tokens/s by [rows x width]: "
+          + ", ".join(f"{r}x{w}: {v:.0f}" for (r, w), v in shapes.items()))
+    print(f"ceiling: {ceiling:.0f} tok/s at [{shape[0]} x {shape[1]}]; scorer (shared): {real_tps:.0f} forwarded "
+          f"real tok/s = {real_tps / ceiling:.2f} of the ceiling (target >= 0.8)")
+    print(f"where the scorer's {t_inst:.2f}s go: decoder forward {stats['forward_s'] / t_inst:.0%} "
+          f"(of its positions {1 - stats['real'] / max(stats['padded'], 1):.0%} padding; forward speed "
+          f"{stats['padded'] / max(stats['forward_s'], 1e-9):.0f} padded tok/s = "
+          f"{stats['padded'] / max(stats['forward_s'], 1e-9) / ceiling:.2f} of the ceiling), LM head + log-softmax "
+          f"{stats['head_s'] / t_inst:.0%}, rest (tokenize, pack, cache gathers) {other / t_inst:.0%}")
+    results["ceiling"] = {"tok_per_s": ceiling, "shape": list(shape), "scorer_real_tok_per_s": real_tps,
+                          "fraction": real_tps / ceiling, "forward_share": stats["forward_s"] / t_inst,
+                          "head_share": stats["head_s"] / t_inst, "padding": 1 - stats["real"] / stats["padded"]}
     if args.json:
         summary = {k: {kk: vv for kk, vv in v.items() if kk != "values"} for k, v in results.items()}
         summary.update(model=args.model, dtype=str(pm.dtype), device=str(pm.device), pairs=len(prompts),

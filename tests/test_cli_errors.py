@@ -83,3 +83,17 @@ def test_closed_stdout_ends_quietly(tmp_path):
     err = proc.stderr.read().decode()
     rc = proc.wait(timeout=60)
     assert rc == 0 and "BrokenPipe" not in err and "Traceback" not in err, f"rc={rc}, stderr:\n{err}"
+
+
+def test_vllm_backend_without_vllm_or_cuda_is_one_line(offline, capsys):
+    """`--generator-backend vllm` on a machine without vLLM or CUDA stops before any work, saying what to do."""
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("vllm") is not None and torch.cuda.is_available():
+        pytest.skip("vLLM and CUDA are both present: the backend is usable here")
+    _one_line_error(capsys, ["precompute", "ok.jsonl", "--policy", "builtin:smollm2-135m-instruct",
+                             "--policy-samples", "1", "--generator-backend", "vllm", "--db", "x.duckdb"],
+                    "--generator-backend vllm", "--generator-backend hf")
+    assert not (offline / "x.duckdb").exists(), "the vLLM check must come before the DB is created"

@@ -81,6 +81,18 @@ def test_pack_by_length_respects_budget_and_covers_every_item():
     assert widths == sorted(widths, reverse=True)
 
 
+def test_pack_by_length_bounds_padding():
+    """Items much shorter than a batch's longest start a new batch even when the budget has room: padded
+    positions cost as much as real ones (half the scorer's positions were padding before this bound)."""
+    lengths = [60, 58, 50, 44, 40, 12, 10, 9, 3]
+    batches = pack_by_length(lengths, token_budget=10_000)
+    for b in batches:
+        width = lengths[b[0]]
+        pad = [width - lengths[i] for i in b]
+        assert max(pad) <= max(8, width // 4), f"batch {b} (lengths {[lengths[i] for i in b]}) pads {max(pad)}"
+    assert [[lengths[i] for i in b] for b in batches] == [[60, 58, 50], [44, 40], [12, 10, 9], [3]], batches
+
+
 def test_pack_by_length_oversized_item_gets_its_own_batch():
     assert pack_by_length([500, 3, 2], token_budget=100) == [[0], [1, 2]]
     assert pack_by_length([], token_budget=100) == []
@@ -211,6 +223,26 @@ def test_generate_is_seeded_and_returns_text(smol):
     worse = smol.generate(prompts[:1], n=1, instruction=WORSE_ANSWER_INSTRUCTION, max_new_tokens=12, seed=7,
                           progress=False)
     assert worse[0][0]
+
+
+@pytest.mark.slow
+def test_sampler_stops_rows_at_eos_and_marks_cut_ones(smol):
+    """Rows leave the batch at their EOS: a draw's text does not depend on its batch mates, greedy decoding
+    equals transformers' greedy generate, and `truncated` says exactly which draws hit the cap."""
+    prompts = ["Reply with just the word yes.", "What is 2+2? Answer with the number only.",
+               "Write a long story about a dragon and a knight.", "Say hi."]
+    greedy = smol.generate_detailed(prompts, n=1, max_new_tokens=24, temperature=0, batch_size=4, progress=False)
+    hf = smol.generate_hf(prompts, n=1, max_new_tokens=24, temperature=0, batch_size=4, progress=False,
+                          detailed=True)
+    assert [g[0].text for g in greedy] == [g[0].text for g in hf], (greedy, hf)
+    assert [(g[0].n_tokens, g[0].truncated) for g in greedy] == [(g[0].n_tokens, g[0].truncated) for g in hf]
+    wide = smol.generate_detailed(prompts, n=2, max_new_tokens=24, seed=5, batch_size=4, progress=False)
+    # a draw is seeded by (seed, prompt index, draw): prompt 0 alone gives the same draws as in the full batch
+    alone = smol.generate_detailed(prompts[:1], n=2, max_new_tokens=24, seed=5, batch_size=1, progress=False)
+    assert wide[0] == alone[0], (wide[0], alone[0])
+    flags = [(g.n_tokens, g.truncated) for row in wide for g in row]
+    assert any(t for _, t in flags) and not all(t for _, t in flags), f"need both cut and finished draws: {flags}"
+    assert all(n == 24 for n, t in flags if t) and all(0 < n <= 24 for n, _ in flags), flags
 
 
 @pytest.mark.slow

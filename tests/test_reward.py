@@ -25,7 +25,7 @@ from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Ber
 
 from analysis.models.reward import (CARD_NAME, RewardModel, RMTrainConfig, UnsupportedRewardModelError,  # noqa: E402
                              _InputFormatter, bundled_backbone, clear_feature_cache, read_card,
-                             train_reward_model)
+                             score_shared, shared_backbone_groups, train_reward_model)
 
 # ../shared/data beside the checkout (SPEC §4); absent in a user's clone, so HH tests skip there.
 HH_PATH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
@@ -327,3 +327,39 @@ def test_minilm_rm_learns_on_real_hh_pairs(tmp_path):
     assert trained["val_loss"] < untrained["val_loss"] + 0.01, (trained, untrained)
     assert RewardModel(tmp_path / "rm300", device="cpu").score([pairs[0][0]], [pairs[0][1]],
                                                                progress=False).shape == (1,)
+
+
+def _trained_rms(root: Path, sizes=(0, 16, 48), **kw) -> list[RewardModel]:
+    pairs = _chatterbot_pairs()[:80]
+    refs = []
+    for n in sizes:
+        out = root / f"rm-{n}"
+        train_reward_model(pairs, out, RMTrainConfig(max_pairs=n, max_length=64, seed=n, epochs=2, **kw),
+                           progress=False)
+        refs.append(str(out))
+    return refs
+
+
+@pytest.mark.slow
+def test_rms_on_one_frozen_minilm_share_its_pass_and_score_exactly_as_alone(tmp_path):
+    """The demo's situation: 3 Bradley-Terry heads on the bundled MiniLM. One encoder pass must give each RM
+    the scores it gives alone; an RM with another input limit (or no card) is scored on its own."""
+    refs = _trained_rms(tmp_path)
+    other = tmp_path / "rm-len32"
+    train_reward_model(_chatterbot_pairs()[:80], other, RMTrainConfig(max_pairs=16, max_length=32, seed=3),
+                       progress=False)
+    plain = tmp_path / "plain"  # same weights as rm-16 but without a card: a "hub" RM, loaded on its own
+    import shutil
+    shutil.copytree(refs[1], plain)
+    (plain / CARD_NAME).unlink()
+    groups = shared_backbone_groups(refs + [str(other), str(plain)])
+    assert groups == [refs + [str(other)], [str(plain)]], groups
+    rms = [RewardModel(r, batch_size=8) for r in refs + [str(other)]]
+    prompts = [q for q, _, _ in _chatterbot_pairs()[80:110]]
+    responses = [a for _, a, _ in _chatterbot_pairs()[110:140]]
+    shared = score_shared(rms, prompts, responses)
+    for ref, rm, got in zip(refs + [str(other)], rms, shared):
+        alone = rm.score(prompts, responses, progress=False)
+        diff = float(np.max(np.abs(got - alone)))
+        assert diff <= 1e-6, f"{ref}: shared-pass scores differ from separate scoring by {diff:.2e}"
+    assert len({tuple(np.round(x, 6)) for x in shared}) == 4, "the heads must differ (else the test proves nothing)"

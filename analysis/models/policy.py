@@ -1,9 +1,9 @@
 """Policy model (PM): log-prob scoring of responses and sampling of new ones.
 
-SEAM needs `l(y) = sum_t log pi(y_t | x, y_<t)` for the gold and k worse responses of every prompt (SPEC §3). The
+SEAM needs `l(y) = sum_t log pi(y_t | x, y_<t)` for the gold and k worse responses of every prompt (README "Definitions"). The
 reference code computes it one sequence at a time with a full-vocabulary log-softmax at every position; that is
 the oracle here (`reference_logprob`) and the slow baseline of `benchmarks/bench_pm_scoring.py`. `PolicyModel.score`
-computes the same numbers faster (SPEC §5) by
+computes the same numbers faster (benchmarks/bench_pm_scoring.py) by
 
 * encoding the prompt and the response(+EOS) separately and concatenating the ids, in every code path, so the
   prompt/response boundary (and hence `n(y)`) is identical in the oracle and the fast path;
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import inspect
 import logging
 import math
@@ -45,11 +46,12 @@ WORSE_ANSWER_INSTRUCTION = (
     "Write a short answer to the question below that sounds plausible but is wrong or unhelpful. "
     "Do not say that it is wrong and do not explain.\n\nQuestion: {prompt}"
 )
-"""Wraps a prompt for the `generated` worse-response variant. A 135M PM often answers correctly anyway (SPEC §4),
+"""Wraps a prompt for the `generated` worse-response variant. A 135M PM often answers correctly anyway (measured on the demo),
 which is why the pipeline records what was actually produced."""
 
 # rows x vocab per LM-head chunk: 32M floats = 128 MiB of fp32 logits on CPU, 4x that on a GPU (fewer launches)
 _HEAD_CHUNK_ELEMENTS = {"cpu": 1 << 25, "cuda": 1 << 27}
+_PAD_SLACK_TOKENS = 8  # a batch takes items up to max(this, a quarter of its width) shorter than its longest
 _MIN_RESPONSES_TO_SHARE = 1.5  # below this mean (responses per distinct prompt) sharing only adds a forward pass
 
 
@@ -63,6 +65,14 @@ class PolicyConfig:
     token_budget: int = 4096
     attn_implementation: str = "sdpa"
     share_prompt_cache: bool = True  # False: one flat padded sequence per pair (fallback / benchmark control)
+
+
+class Generation(NamedTuple):
+    """One sampled response. `truncated`: it hit `max_new_tokens` before its EOS (the text is cut there)."""
+
+    text: str
+    n_tokens: int  # new tokens, incl. the closing EOS when there is one
+    truncated: bool
 
 
 class ScoreResult(NamedTuple):
@@ -151,17 +161,22 @@ def truncate_prompt(prompt_ids: Sequence[int], n_response: int, max_length: int,
 
 def pack_by_length(lengths: Sequence[int], token_budget: int, extra: int = 0) -> list[list[int]]:
     """Greedy length bucketing: indices sorted longest first, each batch padded to its first (longest) item and
-    holding as many items as fit `len(batch) * (max_len + extra) <= token_budget` (at least one).
+    holding as many items as fit `len(batch) * (max_len + extra) <= token_budget` (at least one), and only items
+    at most `max(8, max_len // 4)` tokens shorter than the batch's longest.
 
     `extra` is per-row context outside the padded input (the shared prompt's cached positions), so the budget also
     bounds attention/KV memory. Longest first makes a too-large budget fail on the first batch, not after an hour.
+    The padding bound matters because a forward costs about the same per position whatever the batch shape (on
+    CPU a [16 x 256] pass runs within 15% of a [128 x 32] one), so padded positions are pure loss: without it,
+    chatterbot-length answers gave batches that were half padding.
     """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
     current: list[int] = []
     width = 0
     for i in order:
-        if current and (len(current) + 1) * (width + extra) > token_budget:
+        if current and ((len(current) + 1) * (width + extra) > token_budget
+                        or width - lengths[i] > max(_PAD_SLACK_TOKENS, width // 4)):
             batches.append(current)
             current = []
         if not current:
@@ -328,6 +343,12 @@ class PolicyModel:
                         "logits (slower, more memory)", self.ref)
         return ok
 
+    def _left_pad(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`left_pad` on the model's device: every row's last token in the last column, so the last
+        position's state/logits belong to every row."""
+        input_ids, mask = left_pad(rows, self.pad_id)
+        return input_ids.to(self.device), mask.to(self.device)
+
     # -- scoring ---------------------------------------------------------------------------------------------
 
     def score(self, prompts: Sequence[str], responses: Sequence[str],
@@ -390,9 +411,8 @@ class PolicyModel:
         budget = self.config.token_budget
         for prompt_batch in pack_by_length([len(ids) for ids, _ in group_items], budget):
             prompts = [list(group_items[g][0]) for g in prompt_batch]
-            input_ids, mask = left_pad(prompts, self.pad_id)
+            input_ids, mask = self._left_pad(prompts)
             width = input_ids.shape[1]
-            input_ids, mask = input_ids.to(self.device), mask.to(self.device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             cache = DynamicCache(config=self.model.config)
             states = self._forward(input_ids=input_ids, attention_mask=mask, position_ids=positions,
@@ -471,18 +491,119 @@ class PolicyModel:
 
     # -- generation ------------------------------------------------------------------------------------------
 
-    @torch.inference_mode()
     def generate(self, prompts: Sequence[str], *, n: int = 1, instruction: str | None = None,
                  max_new_tokens: int = 48, temperature: float = 0.8, top_p: float = 0.95, seed: int = 0,
-                 batch_size: int = 8, progress: bool = True) -> list[list[str]]:
-        """`n` sampled responses per prompt (left-padded batches), reproducible for the same seed, inputs and
-        batch_size. `instruction` wraps each prompt first: a template with `{prompt}` or a prefix (e.g.
-        `WORSE_ANSWER_INSTRUCTION`). Special tokens are stripped; in the paper format the text is cut where the
-        model starts a new "Question:" (a base model otherwise keeps writing Q/A pairs)."""
+                 batch_size: int = 32, progress: bool = True) -> list[list[str]]:
+        """`n` sampled response texts per prompt; see `generate_detailed` (which also says which were cut)."""
+        return [[g.text for g in row] for row in self.generate_detailed(
+            prompts, n=n, instruction=instruction, max_new_tokens=max_new_tokens, temperature=temperature,
+            top_p=top_p, seed=seed, batch_size=batch_size, progress=progress)]
+
+    @torch.inference_mode()
+    def generate_detailed(self, prompts: Sequence[str], *, n: int = 1, instruction: str | None = None,
+                          max_new_tokens: int = 48, temperature: float = 0.8, top_p: float = 0.95, seed: int = 0,
+                          batch_size: int = 32, progress: bool = True) -> list[list[Generation]]:
+        """`n` sampled responses per prompt, each until its own EOS or `max_new_tokens` (then `truncated`).
+
+        Why a loop of our own rather than `transformers.generate` (kept as `generate_hf`, the benchmark's
+        baseline and the fallback for caches we cannot slice): on CPU a decode step costs about the same for
+        8 rows as for 32 (the weights are read once per step either way), so throughput comes from
+        wide batches that do not carry dead rows. Here
+
+        * each prompt is run once and its KV cache is copied to its `n` draws (generate repeats the prompt);
+        * prompts are length-sorted into left-padded batches of `batch_size` prompts;
+        * a row that emits EOS leaves the batch at once (its KV rows are dropped), so a batch costs what its
+          live rows cost, not what its longest answer costs;
+        * nucleus sampling looks at the top 256 tokens and widens to the full vocabulary only for a row whose
+          nucleus is larger (exact, and no full-vocabulary sort per step).
+
+        Reproducibility: every draw (prompt index i, draw j) has its own uniform stream seeded from
+        (`seed`, i, j) and used by inverse-CDF sampling, so a rerun with the same seed and inputs writes the same
+        texts, and a draw does not depend on which other rows share its batch or when they stop (up to the float
+        rounding of a different batch shape). The distribution is the one of `generate(do_sample=True,
+        temperature, top_p, top_k=0)`; `temperature=0` is greedy.
+        """
+        if not _cache_is_sliceable(self.model.config):
+            return self.generate_hf(prompts, n=n, instruction=instruction, max_new_tokens=max_new_tokens,
+                                    temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size,
+                                    progress=progress, detailed=True)
         texts = [self.format_prompt(_wrap(p, instruction)) for p in prompts]
         limit = max(1, self.config.max_length - max_new_tokens)
         bos = self.tokenizer.bos_token_id
-        out: list[list[str]] = []
+        ids = [truncate_prompt(encode_prompt(self.tokenizer, t), 0, limit, bos)[0] for t in texts]
+        out: list[list[Generation | None]] = [[None] * n for _ in ids]
+        order = sorted(range(len(ids)), key=lambda i: (-len(ids[i]), i))
+        bar = _progress(total=len(ids), enabled=progress, desc="PM sampling")
+        stops = self._stop_ids()
+        for start in range(0, len(order), max(1, batch_size)):
+            members = order[start:start + max(1, batch_size)]
+            uniforms = torch.stack([_draw_uniforms(seed, i, j, max_new_tokens) for i in members for j in range(n)])
+            rows = self._sample_batch([ids[i] for i in members], n, max_new_tokens, temperature, top_p,
+                                      uniforms, stops)
+            for r, tokens in enumerate(rows):
+                i, j = members[r // n], r % n
+                truncated = not tokens or tokens[-1] not in stops
+                body = tokens if truncated else tokens[:-1]
+                text = self._clean(self.tokenizer.decode(body, skip_special_tokens=True))
+                out[i][j] = Generation(text, len(tokens), truncated)
+            bar.update(len(members))
+        bar.close()
+        return out  # type: ignore[return-value]
+
+    def _stop_ids(self) -> set[int]:
+        """EOS of the tokenizer plus any end ids of the model's generation config (what generate stops on)."""
+        ids = {self.eos_id}
+        extra = getattr(self.model.generation_config, "eos_token_id", None)
+        ids.update(extra if isinstance(extra, (list, tuple)) else [] if extra is None else [extra])
+        return {int(i) for i in ids}
+
+    def _sample_batch(self, prompt_ids: list[list[int]], n: int, max_new_tokens: int, temperature: float,
+                      top_p: float, uniforms: torch.Tensor, stops: set[int]) -> list[list[int]]:
+        """New token ids of `n` draws per prompt (row r = prompt r // n, draw r % n), each ending at its stop id."""
+        from transformers import DynamicCache
+
+        input_ids, mask = self._left_pad(prompt_ids)
+        cache = DynamicCache(config=self.model.config)
+        logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                            use_cache=True, logits_to_keep=1, **{self._cache_kw: cache}).logits[:, -1]
+        if n > 1:  # one prompt pass, n copies of its cache
+            expand = torch.arange(len(prompt_ids), device=self.device).repeat_interleave(n)
+            cache, logits, mask = _select_cache(cache, expand), logits[expand], mask[expand]
+        positions = mask.sum(-1)
+        live = torch.arange(len(mask), device=self.device)  # original row of each live row
+        uniforms = uniforms.to(self.device)
+        tokens: list[list[int]] = [[] for _ in range(len(mask))]
+        stop_t = torch.tensor(sorted(stops), device=self.device)
+        for step in range(max_new_tokens):
+            nxt = _nucleus_pick(logits, uniforms[live, step], temperature, top_p)
+            for row, tok in zip(live.tolist(), nxt.tolist()):
+                tokens[row].append(tok)
+            if step == max_new_tokens - 1:
+                break
+            going = ~torch.isin(nxt, stop_t)
+            if not bool(going.any()):
+                break
+            if not bool(going.all()):  # finished rows leave the batch, with their KV rows
+                keep = going.nonzero()[:, 0]
+                cache, mask, positions, live, nxt = (_select_cache(cache, keep), mask[keep], positions[keep],
+                                                     live[keep], nxt[keep])
+            mask = torch.cat([mask, mask.new_ones((len(mask), 1))], dim=1)
+            logits = self.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=positions[:, None],
+                                use_cache=True, **{self._cache_kw: cache}).logits[:, -1]
+            positions = positions + 1
+        return tokens
+
+    @torch.inference_mode()
+    def generate_hf(self, prompts: Sequence[str], *, n: int = 1, instruction: str | None = None,
+                    max_new_tokens: int = 48, temperature: float = 0.8, top_p: float = 0.95, seed: int = 0,
+                    batch_size: int = 8, progress: bool = True, detailed: bool = False) -> list[list[Any]]:
+        """The previous sampler: `transformers.generate` on fixed batches of `batch_size` prompts (every row runs
+        until the batch's last row stops), seeded per batch. Kept as the benchmark's baseline and as the path for
+        models whose KV cache `_select_cache` cannot slice. `detailed=True` returns `Generation`s."""
+        texts = [self.format_prompt(_wrap(p, instruction)) for p in prompts]
+        limit = max(1, self.config.max_length - max_new_tokens)
+        bos = self.tokenizer.bos_token_id
+        out: list[list[Any]] = []
         bar = _progress(total=len(texts), enabled=progress, desc="PM sampling")
         gen_kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, num_return_sequences=n,
                                           pad_token_id=self.pad_id)
@@ -491,29 +612,40 @@ class PolicyModel:
         else:
             gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        stops = self._stop_ids()
         for start in range(0, len(texts), batch_size):
             ids = [truncate_prompt(encode_prompt(self.tokenizer, t), 0, limit, bos)[0]
                    for t in texts[start:start + batch_size]]
-            input_ids, mask = left_pad(ids, self.pad_id)
+            input_ids, mask = self._left_pad(ids)
             width = input_ids.shape[1]
             with torch.random.fork_rng(devices=devices):  # reproducible without disturbing the caller's RNG
                 torch.manual_seed(seed * 1_000_003 + start)
-                generated = self.model.generate(input_ids=input_ids.to(self.device),
-                                                attention_mask=mask.to(self.device), **gen_kwargs)
+                generated = self.model.generate(input_ids=input_ids, attention_mask=mask, **gen_kwargs)
+            new = generated[:, width:].tolist()
             decoded = self.tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
             for row in range(len(ids)):
-                out.append([self._clean(d) for d in decoded[row * n:(row + 1) * n]])
+                gens = []
+                for r in range(row * n, (row + 1) * n):
+                    toks = new[r]
+                    end = next((t + 1 for t, tok in enumerate(toks) if tok in stops), None)
+                    gens.append(Generation(self._clean(decoded[r]), end or len(toks), end is None))
+                out.append(gens if detailed else [g.text for g in gens])
             bar.update(len(ids))
         bar.close()
         return out
 
     def _clean(self, text: str) -> str:
-        if not self.chat:
-            for stop in ("\nQuestion:", "Question:"):
-                cut = text.find(stop)
-                if cut > 0 or (cut == 0 and stop.startswith("\n")):
-                    text = text[:cut]
-        return text.strip()
+        return _clean_text(text, self.chat)
+
+
+def _clean_text(text: str, chat: bool) -> str:
+    """Strip; in the paper format also cut where a base model starts a new "Question:" (it keeps writing Q/A pairs)."""
+    if not chat:
+        for stop in ("\nQuestion:", "Question:"):
+            cut = text.find(stop)
+            if cut > 0 or (cut == 0 and stop.startswith("\n")):
+                text = text[:cut]
+    return text.strip()
 
 
 def _wrap(prompt: str, instruction: str | None) -> str:
@@ -522,6 +654,38 @@ def _wrap(prompt: str, instruction: str | None) -> str:
     if "{prompt}" in instruction:
         return instruction.replace("{prompt}", prompt)
     return f"{instruction}\n\n{prompt}"
+
+
+_NUCLEUS_PREFIX = 256  # tokens looked at before widening to the full vocabulary
+
+
+def _draw_uniforms(seed: int, prompt_index: int, draw: int, steps: int) -> torch.Tensor:
+    """The uniform stream of one draw: a function of (seed, prompt index, draw) only, never of the batch."""
+    key = hashlib.sha256(f"seam-sample:{seed}:{prompt_index}:{draw}".encode()).digest()
+    gen = torch.Generator().manual_seed(int.from_bytes(key[:8], "little") & ((1 << 63) - 1))
+    return torch.rand(steps, generator=gen, dtype=torch.float64)
+
+
+def _nucleus_pick(logits: torch.Tensor, u: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """One token per row by inverse-CDF sampling with the row's uniform `u` from the top-p nucleus of
+    softmax(logits / temperature) (HF's rule: keep a token while the mass before it is < top_p); greedy at 0."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    k = min(_NUCLEUS_PREFIX, probs.shape[-1]) if top_p < 1 else probs.shape[-1]
+    vals, idx = probs.topk(k, dim=-1) if k < probs.shape[-1] else probs.sort(dim=-1, descending=True)
+    out = torch.empty(len(probs), dtype=torch.long, device=probs.device)
+    wide = vals.sum(-1) < top_p  # nucleus larger than the prefix: these rows need the whole sorted vocabulary
+    for sel, full in ((~wide, False), (wide, True)):
+        if not bool(sel.any()):
+            continue
+        v, ix = probs[sel].sort(dim=-1, descending=True) if full else (vals[sel], idx[sel])
+        before = v.cumsum(-1) - v
+        v = torch.where(before < top_p, v, torch.zeros_like(v)).double()
+        cdf = v.cumsum(-1)
+        pick = torch.searchsorted(cdf, (u[sel] * cdf[:, -1])[:, None], right=True).clamp(max=v.shape[-1] - 1)
+        out[sel] = ix.gather(1, pick)[:, 0]
+    return out
 
 
 def _select_cache(cache: Any, rows: torch.Tensor) -> Any:
@@ -568,3 +732,80 @@ def _progress(total: int, enabled: bool, desc: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="pair" if "scoring" in desc else "prompt")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# vLLM sampling (GPU)
+# ----------------------------------------------------------------------------------------------------------------
+
+def vllm_unavailable_reason() -> str | None:
+    """Why `--generator-backend vllm` cannot run here (one line with the fix), or None when it can."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return "--generator-backend vllm needs vLLM: pip install -e '.[vllm]' (on a CUDA machine), or use --generator-backend hf"
+    if not torch.cuda.is_available():
+        return "--generator-backend vllm needs a CUDA GPU and none is visible here; use --generator-backend hf on CPU"
+    return None
+
+
+def require_vllm() -> None:
+    """Raise the one-line `UserError` of `vllm_unavailable_reason`, if any (checked before any work starts)."""
+    reason = vllm_unavailable_reason()
+    if reason:
+        from analysis.errors import UserError
+
+        raise UserError(reason)
+
+
+class VLLMGenerator:
+    """The same `generate_detailed` contract as `PolicyModel`, served by vLLM (GPU only).
+
+    Prompts are formatted and tokenized by the PM's own tokenizer (`format_prompt` + `encode_prompt`, identical to
+    the HF path) and passed as token ids, so both backends condition on the same tokens. Each prompt is one
+    request with `n` draws and a seed derived from (`seed`, prompt index) — reproducible per request, independent
+    of batching; `generation_config="vllm"` keeps the model's own sampling defaults out, so only the recorded
+    settings (temperature, top_p, no top-k, max_new_tokens) apply. A draw is `truncated` when vLLM stopped it for
+    length. vLLM's random streams differ from the HF loop's: the same seed gives other (equally distributed) texts.
+    """
+
+    def __init__(self, pm_path: str, tokenizer: Any, dtype: str = "auto", max_length: int = 1024,
+                 gpu_memory_utilization: float = 0.85):
+        require_vllm()
+        from vllm import LLM
+
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.chat = has_chat_template(tokenizer)
+        self.llm = LLM(model=pm_path, dtype=dtype, max_model_len=max_length, seed=0,
+                       gpu_memory_utilization=gpu_memory_utilization, generation_config="vllm")
+
+    @classmethod
+    def from_ref(cls, ref: str, models_dir: Path | str | None = None, dtype: str = "auto",
+                 max_length: int = 1024) -> "VLLMGenerator":
+        """The generator for a PM reference (resolved like `PolicyModel`: builtin GGUFs are converted once)."""
+        from transformers import AutoTokenizer
+
+        require_vllm()
+        path = resolve_model(ref, models_dir if models_dir is not None else default_models_dir())
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return cls(str(path), tokenizer, dtype="auto" if dtype == "auto" else dtype, max_length=max_length)
+
+    def generate_detailed(self, prompts: Sequence[str], *, n: int = 1, instruction: str | None = None,
+                          max_new_tokens: int = 48, temperature: float = 0.8, top_p: float = 0.95, seed: int = 0,
+                          batch_size: int = 0, progress: bool = True) -> list[list[Generation]]:
+        """See `PolicyModel.generate_detailed`; vLLM schedules the batches itself (`batch_size` is ignored)."""
+        from vllm import SamplingParams
+
+        limit = max(1, self.max_length - max_new_tokens)
+        bos = self.tokenizer.bos_token_id
+        requests = [{"prompt_token_ids": truncate_prompt(
+            encode_prompt(self.tokenizer, format_prompt(self.tokenizer, _wrap(p, instruction))), 0, limit, bos)[0]}
+            for p in prompts]
+        params = [SamplingParams(n=n, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
+                                 max_tokens=max_new_tokens, skip_special_tokens=True,
+                                 seed=int(_draw_uniforms(seed, i, 0, 1).mul(2**31).item()))
+                  for i in range(len(prompts))]
+        outs = self.llm.generate(requests, params, use_tqdm=progress)
+        return [[Generation(_clean_text(c.text, self.chat), len(c.token_ids), c.finish_reason == "length")
+                 for c in o.outputs] for o in outs]

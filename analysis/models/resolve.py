@@ -108,7 +108,7 @@ def _say(msg: str) -> None:
 
 
 def default_models_dir() -> Path:
-    """Where converted checkpoints live: $SEAM_MODELS_DIR, else `cache/models` (git-ignored, SPEC §2)."""
+    """Where converted checkpoints live: $SEAM_MODELS_DIR, else `cache/models` (git-ignored)."""
     return Path(os.environ.get("SEAM_MODELS_DIR", "cache/models"))
 
 

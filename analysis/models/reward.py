@@ -6,7 +6,7 @@ Why both live here: the RMs we train are saved as *standard* sequence-classifica
 (`RewardModel`). Training reuses that code for its features, which is what makes "scores at training
 time == scores after reload" hold by construction rather than by luck.
 
-Training design (SPEC §4 "RMs"): the backbone encoder is frozen and only a scalar head is trained with
+Training design: the backbone encoder is frozen and only a scalar head is trained with
 the Bradley–Terry loss `-log σ(r(x, chosen) − r(x, rejected))`. Because the backbone is frozen, each
 distinct (prompt, response) text is encoded once and the head is trained on cached features, which
 keeps CPU training in seconds. The head is BERT's own classification head: `pooler` (dense + tanh on
@@ -306,6 +306,87 @@ class RewardModel:
             "n_truncated": self.formatter.n_truncated,
             "seam_rm": self.card,
         }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Several RMs on one frozen encoder: one backbone pass, one head per RM
+# ---------------------------------------------------------------------------------------------------
+
+# Head modules of a BERT classifier; everything else (embeddings, encoder) is the shareable backbone.
+_HEAD_PREFIXES = ("pooler.", "classifier.")
+_CONFIG_NOISE = {"_name_or_path", "architectures", "transformers_version", "id2label", "label2id"}
+
+
+def shared_backbone_groups(refs: Sequence[str]) -> list[list[str]]:
+    """RM references grouped so that each group can share one encoder pass, in first-seen order.
+
+    Decided from the `seam_rm.json` cards alone (before loading anything, so hub RMs are still loaded one at
+    a time): RMs trained by `seam train-rm` on the same frozen backbone land in one group; any other RM is a
+    group of its own. `score_shared` then checks the weights themselves before sharing.
+    """
+    groups: dict[Any, list[str]] = {}
+    for ref in refs:
+        card = read_card(ref) if Path(ref).is_dir() else None
+        frozen = card and str(card.get("kind", "")).endswith("on frozen encoder") and card.get("backbone")
+        groups.setdefault(("backbone", card["backbone"]) if frozen else ("alone", ref), []).append(ref)
+    return list(groups.values())
+
+
+def _shares_backbone(a: "RewardModel", b: "RewardModel") -> bool:
+    """True when `b`'s scores can be computed from `a`'s encoder states: a BERT classifier (pooler on [CLS] +
+    linear head) with identical encoder weights, config, tokenizer, input limits, batching, device and dtype."""
+    if not all(type(rm.model).__name__ == "BertForSequenceClassification" for rm in (a, b)):
+        return False
+    if (a.max_length, a.batch_size, a.device, a.dtype, a.formatter.use_chat_template) != (
+            b.max_length, b.batch_size, b.device, b.dtype, b.formatter.use_chat_template):
+        return False
+    ca, cb = a.model.config.to_dict(), b.model.config.to_dict()
+    if {k: v for k, v in ca.items() if k not in _CONFIG_NOISE} != {k: v for k, v in cb.items() if k not in _CONFIG_NOISE}:
+        return False
+    ta, tb = getattr(a.tokenizer, "backend_tokenizer", None), getattr(b.tokenizer, "backend_tokenizer", None)
+    if ta is None or tb is None or ta.to_str() != tb.to_str():
+        return False
+    wb = dict(b.model.base_model.named_parameters())
+    return all(name.startswith(_HEAD_PREFIXES) or (name in wb and torch.equal(w, wb[name]))
+               for name, w in a.model.base_model.named_parameters())
+
+
+def score_shared(rms: Sequence["RewardModel"], prompts: Sequence[str], responses: Sequence[str],
+                 progress: bool = False) -> list[np.ndarray]:
+    """`[rm.score(prompts, responses) for rm in rms]`, with one encoder pass per batch for every set of RMs that
+    share a frozen backbone (the demo's RMs: 3 heads on one MiniLM cost one MiniLM pass, not three).
+
+    The shared pass is the first RM's own encoder on the same inputs and batches, and each head is that RM's own
+    pooler -> dropout (eval: identity) -> classifier, i.e. exactly `BertForSequenceClassification.forward`, so
+    the scores equal separate scoring. RMs that do not share are scored separately.
+    """
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    out: list[np.ndarray | None] = [None] * len(rms)
+    leaders: list[list[int]] = []
+    for i, rm in enumerate(rms):
+        group = next((g for g in leaders if _shares_backbone(rms[g[0]], rm)), None)
+        if group is None:
+            leaders.append([i])
+        else:
+            group.append(i)
+    for group in leaders:
+        if len(group) == 1:
+            out[group[0]] = rms[group[0]].score(prompts, responses, progress=progress)
+            continue
+        lead = rms[group[0]]
+        scores = np.empty((len(group), len(prompts)), dtype=np.float64)
+        encs = lead.formatter.encode(list(prompts), list(responses))
+        with torch.inference_mode():
+            for idx in _length_batches(encs, lead.batch_size):
+                states = lead.model.base_model(**lead._batch([encs[i] for i in idx])).last_hidden_state
+                for row, g in enumerate(group):
+                    head = rms[g].model
+                    logits = head.classifier(head.dropout(head.base_model.pooler(states)))
+                    scores[row, idx] = logits[:, 0].float().cpu().numpy().astype(np.float64)
+        for row, g in enumerate(group):
+            out[g] = scores[row]
+    return out  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -48,7 +48,10 @@ class PrecomputeConfig:
     gen_k: int | None = opt(None, "`generated` answers per prompt (default: --k; sampling is slow)")
     gen_max_new_tokens: int = opt(48, "new-token cap of generated answers and policy samples")
     gen_temperature: float = opt(0.8, "sampling temperature")
-    gen_batch_size: int = opt(8, "prompts per generation batch")
+    gen_top_p: float = opt(0.95, "nucleus (top-p) mass of sampling")
+    gen_batch_size: int = opt(32, "prompts per generation batch (the resume unit of generation)")
+    generator_backend: str = opt("hf", "sampler of generated answers and policy samples: hf (CPU or GPU, "
+                                 "transformers) or vllm (CUDA only; pip install -e '.[vllm]')", choices=("hf", "vllm"))
     policy_samples: int = opt(0, "N own samples per prompt from every PM (variant 'policy': PM-generated pairs)")
     encoder: str | None = opt(None, "sentence encoder for contrast/UMAP (default: bundled MiniLM)")
     models_dir: Path | None = opt(None, "where converted models live (default: <db dir>/models)")

@@ -37,7 +37,8 @@ class DemoConfig:
     k: int = opt(3, "worse responses per sample and variant", cli=False)
     gen_k: int = opt(1, "generated worse answers per prompt (sampling costs ~30x scoring per token on CPU)",
                      cli=False)
-    gen_max_new_tokens: int = opt(32, "new-token cap of generated answers", cli=False)
+    gen_max_new_tokens: int = opt(128, "new-token cap of generated answers and PM samples (most end at EOS "
+                                  "before it; the rest are marked truncated)", cli=False)
     policy_samples: int = opt(2, "PM's own samples per prompt -> PM-generated pairs", cli=False)
     variants: list[str] = opt(default_factory=lambda: ["contrast", "adv", "generated"], cli=False)
     progress: bool = opt(True, "no progress bars", flag="--quiet", invert=True)

@@ -325,27 +325,33 @@ class Precompute:
         todo = [(bi, b) for bi, b in enumerate(batches) if any(s[0] not in done for s in b)]
         if not todo:
             return
-        pm = self._load_policy(generator)
+        if cfg.generator_backend == "vllm":
+            from analysis.models.policy import VLLMGenerator
+            pm = VLLMGenerator.from_ref(generator, cfg.models_path, cfg.dtype, cfg.max_length)
+        else:
+            pm = self._load_policy(generator)
         bar = self._pbar(desc=f"{variant} ({generator})", total=sum(len(b) for _, b in todo), unit="prompt")
         for bi, batch in todo:
-            outs = pm.generate([s[1] for s in batch], n=n, instruction=instruction,
-                               max_new_tokens=cfg.gen_max_new_tokens, temperature=cfg.gen_temperature,
-                               seed=int(content_id(str(cfg.seed), generator, variant, str(bi))[:8], 16),
-                               batch_size=bs, progress=False)
+            outs = pm.generate_detailed([s[1] for s in batch], n=n, instruction=instruction,
+                                        max_new_tokens=cfg.gen_max_new_tokens, temperature=cfg.gen_temperature,
+                                        top_p=cfg.gen_top_p,
+                                        seed=int(content_id(str(cfg.seed), generator, variant, str(bi))[:8], 16),
+                                        batch_size=bs, progress=False)
             rows = []
-            for (sid, _, gold, _), texts in zip(batch, outs):
+            for (sid, _, gold, _), gens in zip(batch, outs):
                 if sid in done:
                     continue
-                for idx, text in enumerate(texts):
+                for idx, (text, n_tokens, truncated) in enumerate(gens):
                     # An empty answer (EOS first) is what the PM wrote: kept and scored like any other, so
                     # every prompt has its n samples whatever the sampler drew (dropping them made the
                     # number of best-of-N prompts depend on float noise in the first token's logits).
                     empty = not text.strip()
                     if empty:
                         self.stats.add(f"{variant}_empty")
-                    prov = {"generator": generator, "temperature": cfg.gen_temperature,
+                    prov = {"generator": generator, "temperature": cfg.gen_temperature, "top_p": cfg.gen_top_p,
                             "max_new_tokens": cfg.gen_max_new_tokens, "seed": cfg.seed, "batch": bi,
-                            "batch_size": bs, "empty": empty,
+                            "batch_size": bs, "backend": cfg.generator_backend, "n_tokens": n_tokens,
+                            "truncated": truncated, "empty": empty,
                             "instruction": instruction, "same_as_gold": text.strip() == gold.strip()}
                     # generator and index in the id: two PMs (or two draws) writing the same text are
                     # distinct samples, not one response silently deduplicated away
@@ -354,8 +360,11 @@ class Precompute:
             with store.writer(self.db) as con:
                 store.insert(con, "responses", rows)
             self.stats.add(f"{variant}_responses", len(rows))
+            self.stats.add(f"{variant}_truncated", sum(r[5]["truncated"] for r in rows))
             bar.update(len(batch))
         bar.close()
+        del pm  # a vLLM engine holds most of the GPU: free it before the PM is loaded for scoring
+        gc.collect()
 
     def build_generated(self) -> None:
         cfg = self.cfg
@@ -431,16 +440,27 @@ class Precompute:
         gc.collect()
 
     def score_rewards(self) -> None:
-        from analysis.pipeline.scoring import BatchScorer, ScorerSpec
-        for ref in self.cfg.rewards:
-            if self.cfg.ray:
-                from analysis.pipeline.distributed import score_on_ray
+        """RMs on one frozen encoder (the demo's) are loaded together and share one encoder pass per page.
+        On Ray each RM is scored by its own actor pool (one RM per replica)."""
+        if self.cfg.ray:
+            from analysis.pipeline.distributed import score_on_ray
+            for ref in self.cfg.rewards:
                 score_on_ray(self, "rm", ref)
-                continue
-            scorer = BatchScorer(ScorerSpec.from_config(self.cfg, "rm", ref))
-            self._record_model(ref, "reward", scorer.info())
-            self._score_pages("rm", ref, scorer.rows)
-            del scorer
+            return
+        from analysis.models.reward import RewardModel, score_shared, shared_backbone_groups
+        for group in shared_backbone_groups(self.cfg.rewards):
+            rms = [RewardModel(ref, device=self.cfg.device, dtype=self.cfg.dtype, batch_size=self.cfg.rm_batch_size)
+                   for ref in group]
+            for ref, rm in zip(group, rms):
+                self._record_model(ref, "reward", rm.info())
+
+            def fn(page, rms=rms, group=group):
+                scores = score_shared(rms, [p[2] for p in page], [p[3] for p in page])
+                return [(p[1], ref, float(s)) for ref, col in zip(group, scores) for p, s in zip(page, col)]
+
+            for ref in group:  # pages pending for the first RM score all of them; later ones find little left
+                self._score_pages("rm", ref, fn)
+            del rms, fn
             gc.collect()
 
     # ------------------------------------------------------------ map / finalize
@@ -505,6 +525,9 @@ class Precompute:
 
 def run_precompute(cfg: PrecomputeConfig, log: Callable[[str], None] = print) -> dict:
     """Run (or resume) a precompute; returns the run summary stored in `runs`."""
+    if cfg.generator_backend == "vllm":  # before any work: vLLM missing or no CUDA is one line, not a late crash
+        from analysis.models.policy import require_vllm
+        require_vllm()
     preflight.check_precompute(cfg)
     try:
         return Precompute(cfg, log).run()

@@ -26,12 +26,6 @@ def _short(ref: str) -> str:
     return Path(str(ref).rstrip("/")).name or str(ref)
 
 
-def _fmt(v: float, fmt: str = ".3f") -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    return f"{v:{fmt}}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
-
-
 def render(variant: str | None) -> None:
     """The panel; `variant` = the worse-response variant the page's proxy uses."""
     st.subheader("Real RLHF grid (`seam rlhf-grid`)")
@@ -55,7 +49,7 @@ def render(variant: str | None) -> None:
     rms = list(dict.fromkeys(g["reward"]))
     z = g.pivot_table(index="policy", columns="reward", values="score").reindex(index=pms, columns=rms)
     by = {(r.policy, r.reward): r for r in g.itertuples()}
-    text = [[(f"{common.ci_pct(c.score, c.score_lo, c.score_hi)}<br>n={int(c.n_eval)}, KL {_fmt(c.kl)}"
+    text = [[(f"{common.ci_pct(c.score, c.score_lo, c.score_hi)}<br>n={int(c.n_eval)}, KL {common.num(c.kl)}"
               if (c := by.get((p, r))) is not None else "") for r in rms] for p in pms]
     fig = go.Figure(go.Heatmap(z=z.values, x=[common.plot_text(_short(r)) for r in rms],
                                y=[common.plot_text(_short(p)) for p in pms], text=text, texttemplate="%{text}",
@@ -67,9 +61,9 @@ def render(variant: str | None) -> None:
     st.dataframe(pd.DataFrame({
         "PM": [_short(p) for p in g["policy"]], "RM": [_short(r) for r in g["reward"]], "n": g["n_eval"],
         "win rate [95%]": [common.ci_pct(a, b, c) for a, b, c in zip(g["score"], g["score_lo"], g["score_hi"])],
-        "judge gain [95%]": [common.ci_num(a, b, c, ".3g") for a, b, c in
+        "judge gain [95%]": [common.ci_num(a, b, c) for a, b, c in
                              zip(g["judge_gain"], g["judge_gain_lo"], g["judge_gain_hi"])],
-        "KL reached, nats [95%]": [common.ci_num(a, b, c, ".3g") for a, b, c in zip(g["kl"], g["kl_lo"], g["kl_hi"])],
+        "KL reached, nats [95%]": [common.ci_num(a, b, c) for a, b, c in zip(g["kl"], g["kl_lo"], g["kl_hi"])],
         "train+eval s": g["wall_s"],
     }), hide_index=True, key="rl_table")
 
@@ -109,8 +103,8 @@ def render(variant: str | None) -> None:
                   f"{r.value:.2f} [{r.lo:.2f}, {r.hi:.2f}]", help=f"n = {r.n} cells; proxy = P(gold) under "
                   f"π·exp(r/β) with the grid's β = {beta:g}, variant {variant}; real = judge win rate")
         st.caption(f"n = {r.n} cells; with so few cells the interval is wide — read it before the point value.")
-    table = pd.DataFrame([{"PM": _short(c["policy"]), "RM": _short(c["reward"]), "proxy": _fmt(c["proxy"]),
-                           "real (win rate)": _fmt(c["real"]), "proxy rank": c["proxy_rank"],
+    table = pd.DataFrame([{"PM": _short(c["policy"]), "RM": _short(c["reward"]), "proxy": common.num(c["proxy"]),
+                           "real (win rate)": common.num(c["real"]), "proxy rank": c["proxy_rank"],
                            "real rank": c["real_rank"], "real − proxy rank": c["shift"]} for c in res.cells])
     st.dataframe(table, hide_index=True, key="rl_proxy_table")
     if res.disagreements:
