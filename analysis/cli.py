@@ -1,4 +1,4 @@
-"""`seam` command line: precompute, demo, app, info, train-rm, train-pm, experiment, import-rlhf, merge, rlhf-grid.
+"""`seam` command line: precompute, demo, app, info, train-rm, train-pm, experiment, import-rlhf, rlhf-grid.
 
 Plain argparse (no extra dependency); each command's flags are generated from its config dataclass
 (`analysis.options`), so defaults and help text live in one place.
@@ -66,12 +66,6 @@ class ImportOptions:
     csv: str = opt(help="CSV with columns pm, rm, score", positional=True)
     db: Path = opt(DEFAULT_DB, "results DuckDB file")
     source: str | None = opt(None, "label for this set of runs (default: file name)")
-
-
-@dataclass
-class MergeOptions:
-    parts: str = opt(help="the parts/ folder the shards wrote")
-    db: Path = opt(DEFAULT_DB, "results DuckDB file")
 
 
 def cmd_demo(args) -> int:
@@ -172,15 +166,6 @@ def cmd_import_rlhf(args) -> int:
     return 0
 
 
-def cmd_merge(args) -> int:
-    from analysis.storage import store
-
-    opts = from_args(MergeOptions, args)
-    counts = store.merge_parts(opts.db, Path(opts.parts))
-    print(json.dumps(counts, indent=2))
-    return 0
-
-
 @dataclass
 class StudyOptions:
     quick: bool = opt(False, "tiny sizes for CI (a few minutes on 2 CPU cores); flags given still win")
@@ -236,7 +221,6 @@ def build_parser() -> argparse.ArgumentParser:
          [(TrainSource, ()), (PMTrainConfig, ())]),
         ("import-rlhf", "import your own RLHF results (CSV columns pm, rm, score)", cmd_import_rlhf,
          [(ImportOptions, ())]),
-        ("merge", "merge shard Parquet parts (from --shard runs) into one DB", cmd_merge, [(MergeOptions, ())]),
         ("experiment", "with --human: the pre-registered study of SEAM against human labels (splits, RM grid, "
                        "SEAM variants, controls, acquisition, selection); without: the exploratory miniature "
                        "(saturation, mismatch, selection, augmentation; offline)", cmd_experiment,

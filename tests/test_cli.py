@@ -13,7 +13,7 @@ from analysis.cli import main
 def test_help_lists_subcommands():
     out = subprocess.run([sys.executable, "-m", "analysis.cli", "--help"], capture_output=True, text=True,
                          check=True).stdout
-    for sub in ("precompute", "demo", "app", "info", "train-rm", "train-pm", "experiment", "import-rlhf", "merge"):
+    for sub in ("precompute", "demo", "app", "info", "train-rm", "train-pm", "experiment", "import-rlhf"):
         assert sub in out
 
 

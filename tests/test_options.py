@@ -42,11 +42,11 @@ def test_defaults_come_from_the_dataclass():
 
 def test_flags_map_to_fields():
     argv = ["precompute", "d.jsonl", "--policy", "p1", "--policy", "p2", "--reward", "r", "--variants",
-            "adv, contrast", "--k", "8", "--name", "N", "--shard", "1/4", "--no-umap", "--quiet", "--db", "x.duckdb",
+            "adv, contrast", "--k", "8", "--name", "N", "--ray", "auto", "--no-umap", "--quiet", "--db", "x.duckdb",
             "--gen-temperature", "0.5", "--fraction", "0.25"]
     cfg = from_args(PrecomputeConfig, build_parser().parse_args(argv))
     want = dict(policies=["p1", "p2"], rewards=["r"], variants=["adv", "contrast"], k=8, dataset_name="N",
-                shard=(1, 4), umap=False, progress=False, db=Path("x.duckdb"), gen_temperature=0.5, fraction=0.25)
+                ray="auto", umap=False, progress=False, db=Path("x.duckdb"), gen_temperature=0.5, fraction=0.25)
     wrong = {k: (getattr(cfg, k), v) for k, v in want.items() if getattr(cfg, k) != v}
     assert not wrong, f"flag -> field mapping wrong (got, want): {wrong}"
 

@@ -56,8 +56,10 @@ class PrecomputeConfig:
     encoder: str | None = opt(None, "sentence encoder for contrast/UMAP (default: bundled MiniLM)")
     models_dir: Path | None = opt(None, "where converted models live (default: <db dir>/models)")
     umap: bool = opt(True, "compute the UMAP prompt map")
-    shard: tuple[int, int] | None = opt(None, "i/n: process only this shard of the samples; also writes "
-                                              "Parquet parts", parse=lambda t: parse_shard(t), metavar="I/N")
+    ray: str | None = opt(None, "score with PMs/RMs on Ray actor pools (one replica per GPU): auto (the cluster "
+                                "this node joined with `ray start`), HOST:PORT, ray://HOST:PORT, or local[:N] "
+                                "(a private instance with N CPUs); needs the [ray] extra", metavar="ADDRESS")
+    ray_actor_cpus: int = opt(1, "CPU cores per scoring actor on a cluster without GPUs")
     page_samples: int = opt(256, "samples per scoring commit (the resume unit)")
     progress: bool = opt(True, "no progress bars", flag="--quiet", invert=True)
 
@@ -79,10 +81,8 @@ class PrecomputeConfig:
             raise ValueError("--k must be >= 1")
         if self.fraction is not None and not 0 < self.fraction <= 1:
             raise ValueError("--fraction must be in (0, 1]")
-        if self.shard is not None:
-            i, n = self.shard
-            if not (n >= 1 and 0 <= i < n):
-                raise ValueError(f"--shard {i}/{n}: need 0 <= i < n")
+        if self.ray_actor_cpus < 1:
+            raise ValueError("--ray-actor-cpus must be >= 1")
 
     @property
     def models_path(self) -> Path:
@@ -98,11 +98,3 @@ class PrecomputeConfig:
         d["models_dir"] = str(self.models_path)
         return d
 
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """'3/8' -> (3, 8)."""
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise ValueError(f"--shard expects i/n (e.g. 0/4), got {text!r}") from None
-    return i, n

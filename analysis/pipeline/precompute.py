@@ -45,23 +45,19 @@ def package_versions() -> dict[str, str]:
 
 
 def hash_unit(sample_id: str) -> float:
-    """Deterministic position of a sample in [0, 1): used by --fraction and --shard."""
+    """Deterministic position of a sample in [0, 1): used by --fraction."""
     return int(sample_id[:8], 16) / 16**8
 
 
-def in_shard(sample_id: str, shard: tuple[int, int] | None) -> bool:
-    return shard is None or int(sample_id[8:16], 16) % shard[1] == shard[0]
-
-
 def row_key(dataset: str, source_row: int) -> str:
-    """A hex key for an input row that has no sample id (a malformed row), so --fraction / --shard select
-    rejects as they select samples: a 1% run no longer reports every malformed row of the whole file."""
+    """A hex key for an input row that has no sample id (a malformed row), so --fraction selects rejects as
+    it selects samples: a 1% run no longer reports every malformed row of the whole file."""
     return hashlib.sha256(f"{dataset}\0{source_row}".encode()).hexdigest()
 
 
 def selected(key: str, cfg) -> bool:
-    """Whether --fraction and --shard keep the row with this hex key (a sample id or `row_key`)."""
-    return (cfg.fraction is None or hash_unit(key) < cfg.fraction) and in_shard(key, cfg.shard)
+    """Whether --fraction keeps the row with this hex key (a sample id or `row_key`)."""
+    return cfg.fraction is None or hash_unit(key) < cfg.fraction
 
 
 @dataclass
@@ -159,7 +155,7 @@ class Precompute:
                 if old in legacy:  # stored by an older version under its old id: keep that id
                     item = dataclasses.replace(item, sample_id=old)
             if isinstance(item, Reject) and not selected(row_key(item.dataset, item.source_row), cfg):
-                n_unselected += 1  # a malformed row outside the --fraction / --shard: left out, not a reject
+                n_unselected += 1  # a malformed row outside the --fraction: left out, not a reject
             elif isinstance(item, Reject):
                 rejects.append({"dataset": item.dataset, "source_row": item.source_row,
                                 "reason": item.reason, "raw": item.raw})
@@ -300,12 +296,12 @@ class Precompute:
         self._pm = PolicyModel(ref, self.cfg.models_path,
                                PolicyConfig(device=self.cfg.device, dtype=self.cfg.dtype,
                                             max_length=self.cfg.max_length, token_budget=self.cfg.token_budget))
-        self._record_model(ref, "policy", self._pm)
+        self._record_model(ref, "policy", self._pm.info())
         return self._pm
 
-    def _record_model(self, ref: str, role: str, model) -> None:
+    def _record_model(self, ref: str, role: str, info: dict) -> None:
+        """Store a loaded model's info (from this process, or from a Ray worker that loaded it)."""
         from analysis.models.resolve import weights_sha256
-        info = model.info()
         resolved = str(info.get("path", ref))
         if Path(resolved).exists():
             resolved = str(Path(resolved).absolute())
@@ -419,30 +415,44 @@ class Precompute:
         bar.close()
 
     def score_policies(self) -> None:
+        if self.cfg.ray:
+            from analysis.pipeline.distributed import score_on_ray
+            self._pm = None  # the workers load their own replicas: free the driver's copy
+            gc.collect()
+            for ref in self.cfg.policies:
+                score_on_ray(self, "pm", ref)
+            return
+        from analysis.pipeline.scoring import BatchScorer, ScorerSpec
         for ref in self.cfg.policies:
-            pm = self._load_policy(ref)
+            scorer = BatchScorer(ScorerSpec.from_config(self.cfg, "pm", ref), model=self._load_policy(ref))
 
-            def fn(page, pm=pm, ref=ref):
+            def fn(page, scorer=scorer):
                 t0 = time.perf_counter()
-                res = pm.score([p[2] for p in page], [p[3] for p in page], progress=False)
+                rows = scorer.rows(page)
                 self.stats.pm_seconds += time.perf_counter() - t0
-                self.stats.pm_tokens += sum(n for _, n in res)
-                self.stats.add("pm_unscorable_too_long", sum(1 for lp, _ in res if lp != lp))
-                return [(p[1], ref, float(lp), int(n), float(lp) / max(int(n), 1)) for p, (lp, n) in zip(page, res)]
+                self.stats.pm_tokens += sum(r[3] for r in rows)
+                self.stats.add("pm_unscorable_too_long", sum(1 for r in rows if r[2] != r[2]))
+                return rows
 
             self._score_pages("pm", ref, fn)
-            del pm, fn  # so the next PM's load can free this one
+            del scorer, fn  # so the next PM's load can free this one
         self._pm = None  # RMs come next: release the PM
         gc.collect()
 
     def score_rewards(self) -> None:
-        """RMs on one frozen encoder (the demo's) are loaded together and share one encoder pass per page."""
+        """RMs on one frozen encoder (the demo's) are loaded together and share one encoder pass per page.
+        On Ray each RM is scored by its own actor pool (one RM per replica)."""
+        if self.cfg.ray:
+            from analysis.pipeline.distributed import score_on_ray
+            for ref in self.cfg.rewards:
+                score_on_ray(self, "rm", ref)
+            return
         from analysis.models.reward import RewardModel, score_shared, shared_backbone_groups
         for group in shared_backbone_groups(self.cfg.rewards):
             rms = [RewardModel(ref, device=self.cfg.device, dtype=self.cfg.dtype, batch_size=self.cfg.rm_batch_size)
                    for ref in group]
             for ref, rm in zip(group, rms):
-                self._record_model(ref, "reward", rm)
+                self._record_model(ref, "reward", rm.info())
 
             def fn(page, rms=rms, group=group):
                 scores = score_shared(rms, [p[2] for p in page], [p[3] for p in page])
@@ -519,11 +529,12 @@ def run_precompute(cfg: PrecomputeConfig, log: Callable[[str], None] = print) ->
         from analysis.models.policy import require_vllm
         require_vllm()
     preflight.check_precompute(cfg)
-    summary = Precompute(cfg, log).run()
-    if cfg.shard is not None:
-        parts = store.export_parts(cfg.db, cfg.db.parent / "parts", f"shard-{cfg.shard[0]}-of-{cfg.shard[1]}")
-        log(f"shard parts written: {len(parts)} files under {cfg.db.parent / 'parts'}")
-    return summary
+    try:
+        return Precompute(cfg, log).run()
+    finally:
+        if cfg.ray:
+            from analysis.pipeline.distributed import shutdown
+            shutdown()
 
 
 def dumps(summary: dict) -> str:

@@ -121,3 +121,19 @@ def check_precompute(cfg) -> None:
     check_models(cfg.policies, cfg.rewards, cfg.given_refs)
     if cfg.generator:
         check_model(cfg.generator, "generator", cfg.given_refs.get(cfg.generator))
+    if cfg.ray:
+        check_ray(cfg.ray)
+
+
+def check_ray(address: str) -> None:
+    """`--ray` names a usable address and Ray is installed (connecting happens at the first model stage)."""
+    import importlib.util
+
+    from analysis.pipeline.distributed import parse_address
+    try:
+        parse_address(address)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if importlib.util.find_spec("ray") is None:
+        raise UserError(f"--ray {address}: Ray is not installed; pip install -e '.[ray]' "
+                        "(on the driver and every worker node), or drop --ray")

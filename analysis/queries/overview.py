@@ -59,7 +59,7 @@ def reject_reasons(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 
 
 def not_selected(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """Input rows left out on purpose (--fraction / --shard / --limit) per dataset: dataset, n,
+    """Input rows left out on purpose (--fraction / --limit) per dataset: dataset, n,
     limit_reached. Empty for DBs written before this was recorded."""
     if _df(con, "SELECT count(*) AS n FROM duckdb_tables() WHERE table_name = 'not_selected'")["n"][0] == 0:
         return pd.DataFrame(columns=["dataset", "n", "limit_reached"])

@@ -42,7 +42,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
                     "mean_length", "loss", "entropy"),
 }
 
-# Tables (not views/macros) that a shard exports as Parquet parts and `merge_parts` reads back.
+# The data tables (not views/macros) that `table_counts` reports.
 DATA_TABLES = ("datasets", "samples", "rejects", "responses", "models", "pm_scores", "rm_scores",
                "prompt_embeddings", "prompt_map")
 
@@ -344,38 +344,21 @@ def table_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
             for t in DATA_TABLES + ("seam_metrics", "runs")}
 
 
-# ---------------------------------------------------------------- shards (scale-out)
+# ---------------------------------------------------------------- parts (scale-out on Ray)
 
-def export_parts(db: Path, parts_dir: Path, shard_name: str) -> list[Path]:
-    """Write every data table of a shard DB as `parts_dir/<table>/<shard_name>.parquet`."""
-    out = []
-    con = connect(db, read_only=True)
-    try:
-        for table in DATA_TABLES:
-            target = parts_dir / table / f"{shard_name}.parquet"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(".parquet.tmp")
-            con.execute(f"COPY {table} TO {sql_string(tmp)} (FORMAT parquet)")
-            tmp.replace(target)
-            out.append(target)
-    finally:
-        con.close()
-    return out
+def load_parts(db: Path, table: str, files: Sequence[Path]) -> int:
+    """Load Parquet parts of a score table into `db` in one commit (INSERT OR IGNORE: rerunnable).
 
-
-def merge_parts(db: Path, parts_dir: Path) -> dict[str, int]:
-    """Load all shards' Parquet parts into `db` (INSERT OR IGNORE: safe to rerun), then finalize."""
+    Rows whose response is not in the DB are skipped, so a part left over from another DB with the same
+    name cannot leave orphan scores. Returns the number of rows in the parts."""
+    if not files:
+        return 0
+    cols = ", ".join(COLUMNS[table])
+    paths = [str(f) for f in files]
     with writer(db) as con:
-        for table in DATA_TABLES:
-            files = sorted((parts_dir / table).glob("*.parquet"))
-            if not files:
-                continue
-            con.execute(
-                f"INSERT OR IGNORE INTO {table} SELECT * FROM read_parquet(?, union_by_name = true)",
-                [[str(f) for f in files]],
-            )
-        finalize(con)
-        return table_counts(con)
+        con.execute(f"INSERT OR IGNORE INTO {table} ({cols}) SELECT {cols} FROM read_parquet(?)"
+                    " WHERE response_id IN (SELECT response_id FROM responses)", [paths])
+        return con.execute("SELECT count(*) FROM read_parquet(?)", [paths]).fetchone()[0]
 
 
 def rows(con: duckdb.DuckDBPyConnection, sql: str, params: Iterable | None = None) -> list[tuple]:

@@ -39,7 +39,7 @@ cols[4].metric("worse variants", len(opts["variants"]))
 cols[5].metric("malformed input rows", f"{c.get('rejects', 0):,}",
                help="Rows the ingest could not use (bad JSON, missing fields, …), by reason below.")
 cols[6].metric("not selected", f"{int(unsel['n'].sum()):,}" + ("+" if unsel["limit_reached"].any() else ""),
-               help="Input rows left out on purpose by --fraction / --shard / --limit; not errors. '+': the ingest "
+               help="Input rows left out on purpose by --fraction / --limit; not errors. '+': the ingest "
                     "stopped at --limit and did not read the rest of the input.")
 
 # ------------------------------------------------------------------ last run

@@ -1,4 +1,4 @@
-"""The DuckDB store: idempotent inserts, short write sessions, RLHF import, shard merge."""
+"""The DuckDB store: idempotent inserts, short write sessions, RLHF import."""
 
 import subprocess
 import sys
@@ -84,17 +84,3 @@ def test_import_rlhf_csv(tmp_path):
         nocol = tmp_path / "nocol.csv"
         nocol.write_text("policy,score\na,1\n")
         store.import_rlhf_csv(db, nocol)
-
-
-def test_shard_parts_merge(tmp_path):
-    parts = tmp_path / "parts"
-    for shard, ids in enumerate([(0, 1, 2), (3, 4)]):
-        db = tmp_path / f"shard{shard}.duckdb"
-        with store.writer(db) as con:
-            store.insert(con, "samples", [_sample(i) for i in ids])
-            store.insert(con, "responses", [(f"r{i}", f"s{i}", "gold", 0, f"a{i}", {}) for i in ids])
-        store.export_parts(db, parts, f"shard-{shard}-of-2")
-    merged = tmp_path / "merged.duckdb"
-    counts = store.merge_parts(merged, parts)
-    assert counts["samples"] == 5 and counts["responses"] == 5
-    assert store.merge_parts(merged, parts)["samples"] == 5  # idempotent

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import pyarrow as pa
 import pytest
 
 from analysis.storage import store
@@ -62,16 +63,25 @@ def _write_jsonl(path, rows):
 ROWS = [{"prompt": f"question {i}?", "chosen": f"good answer {i}", "rejected": f"bad answer {i}"} for i in range(6)]
 
 
-def test_shard_parts_and_merge_with_quote_in_db_path(tmp_path):
-    """`--db "o'brien/s.duckdb" --shard 0/1` used to fail in COPY ... TO after the run was recorded done."""
+def test_parts_load_with_quote_in_db_path(tmp_path):
+    """Parts of a DB under "o'brien/" are written and loaded (paths reach DuckDB as parameters, not SQL text)."""
+    from analysis.pipeline import distributed
+    from analysis.pipeline.scoring import ScorerSpec
+
     folder = tmp_path / "o'brien"
     data = _write_jsonl(folder / "d.jsonl", ROWS)
     db = folder / "s.duckdb"
-    cfg = PrecomputeConfig(dataset=str(data), db=db, variants=["rejected"], umap=False, progress=False, shard=(0, 1))
+    cfg = PrecomputeConfig(dataset=str(data), db=db, variants=["rejected"], umap=False, progress=False)
     run_precompute(cfg, log=lambda m: None)
-    parts = folder / "parts"
-    written = sorted(p.relative_to(parts).as_posix() for p in parts.rglob("*.parquet"))
-    assert "samples/shard-0-of-1.parquet" in written, f"parts written: {written}"
-    merged = tmp_path / "merged'db" / "m.duckdb"
-    counts = store.merge_parts(merged, parts)
-    assert counts["samples"] == len(ROWS), f"merged samples {counts['samples']} != {len(ROWS)}"
+    con = store.connect(db)
+    ids = [r[0] for r in con.execute("SELECT response_id FROM responses ORDER BY 1").fetchall()]
+    con.close()
+    part = distributed.write_part(distributed.parts_dir(db, ScorerSpec("rm", "RM'x", str(folder))),
+                                  pa.table({"response_id": ids, "reward": ["RM'x"] * len(ids),
+                                            "score": [float(i) for i in range(len(ids))]}))
+    assert "o'brien" in str(part) and part.exists(), part
+    assert store.load_parts(db, "rm_scores", [part]) == len(ids) == 2 * len(ROWS)
+    con = store.connect(db)
+    n = con.execute("SELECT count(*) FROM rm_scores WHERE reward = 'RM''x'").fetchone()[0]
+    con.close()
+    assert n == len(ids), f"loaded {n} of {len(ids)} scores"
