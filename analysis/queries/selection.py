@@ -99,6 +99,11 @@ class Selection:
         """The materialised definition (alpha = 1, hard hacking)."""
         return abs(self.alpha - 1.0) < 1e-12 and self.tau == 0.0
 
+    @property
+    def on_grid(self) -> bool:
+        """A definition finalize precomputed (aggregates.ALPHA_GRID x TAU_GRID); others are custom slices."""
+        return aggregates.on_grid(self.alpha, max(0.0, self.tau)) is not None
+
     def but(self, **changes) -> "Selection":
         """A copy with some fields changed (dataclasses.replace)."""
         return replace(self, **changes)
