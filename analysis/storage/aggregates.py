@@ -17,10 +17,13 @@ Tables (all replaced on every finalize):
   number of rows whatever the DB size.
 - `axis_pm_quality`: per worse variant x PM at alpha = 1, the PM's own P(gold) within gold + variant on
   the hash sample of <= AXIS_MAX_SAMPLES samples (the saturation page's PM axis).
-- `variant_counts`, `model_counts`, `dataset_counts`: the overview's row counts.
+- `variant_counts`, `model_counts`, `dataset_counts`: the overview's row counts (used while the base
+  tables still hold the row counts recorded in seam_meta 'aggregate_counts', i.e. not during a precompute).
 """
 
 from __future__ import annotations
+
+import json
 
 import duckdb
 
@@ -50,6 +53,16 @@ def on_grid(alpha: float, tau: float) -> tuple[float, float] | None:
     a = next((g for g in ALPHA_GRID if abs(g - alpha) < 1e-9), None)
     t = next((g for g in TAU_GRID if abs(g - tau) < 1e-9), None)
     return None if a is None or t is None else (a, t)
+
+
+COUNTED = ("samples", "responses", "pm_scores", "rm_scores")
+
+
+def base_counts(con: duckdb.DuckDBPyConnection) -> str:
+    """Row counts of the base tables the count tables summarise, as JSON: recorded at finalize, compared by
+    readers (a plain count(*) is metadata-cheap), so counts taken while a precompute adds rows stay live."""
+    sql = " UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM {t}" for t in COUNTED)
+    return json.dumps(dict(sorted(con.execute(sql).fetchall())))
 
 
 def build(con: duckdb.DuckDBPyConnection) -> None:
@@ -102,3 +115,4 @@ def build(con: duckdb.DuckDBPyConnection) -> None:
         CREATE OR REPLACE TABLE dataset_counts AS
         SELECT dataset, count(*) AS samples, count(DISTINCT source) AS sources FROM samples GROUP BY dataset
     """)
+    con.execute("INSERT OR REPLACE INTO seam_meta VALUES ('aggregate_counts', ?)", [base_counts(con)])
