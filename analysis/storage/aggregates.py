@@ -87,12 +87,10 @@ def build(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"CREATE OR REPLACE TABLE seam_sample_rows AS SELECT 1.0::DOUBLE AS alpha, 0.0::DOUBLE AS tau, {cols}"
                 f" FROM seam_metrics WHERE {cond} ORDER BY sample_id")
     sampled = "" if keep is None else f", sample_mod := {SAMPLE_MOD}, sample_keep := {int(keep)}"
-    for alpha in ALPHA_GRID:
-        for tau in TAU_GRID:
-            if (alpha, tau) == (1.0, 0.0):
-                continue   # the stored seam_metrics rows, above
-            con.execute(f"INSERT INTO seam_sample_rows SELECT {float(alpha)!r}, {float(tau)!r}, {cols}"
-                        f" FROM seam_at({float(alpha)!r}, {float(tau)!r}{sampled}) ORDER BY sample_id")
+    for alpha in ALPHA_GRID:   # one pass over the scores per alpha serves every tau
+        taus = [float(t) for t in TAU_GRID if (alpha, t) != (1.0, 0.0)]   # (1, 0): seam_metrics' rows, above
+        con.execute(f"INSERT INTO seam_sample_rows SELECT {float(alpha)!r}, tau, {cols}"
+                    f" FROM seam_at_taus({float(alpha)!r}, {taus!r}{sampled}) ORDER BY tau, sample_id")
     keep = hash_keep(n_total, AXIS_MAX_SAMPLES)
     sampled = "" if keep is None else f", sample_mod := {SAMPLE_MOD}, sample_keep := {int(keep)}"
     con.execute("CREATE OR REPLACE TABLE axis_pm_quality (variant VARCHAR, policy VARCHAR, n BIGINT,"

@@ -41,21 +41,24 @@ JOIN sc g ON g.sample_id = w.sample_id AND g.policy = w.policy AND g.reward = w.
          AND g.variant = 'gold'
 WHERE w.variant <> 'gold';
 
--- SEAM, SEAM_rel and hack rate per sample x variant x PM x RM (same optional filters). The soft
--- indicator's exponent is clamped at 700: exp overflows to inf there, which the sigmoid maps to 0 anyway.
-CREATE OR REPLACE MACRO seam_at(alpha, tau, only_variants := NULL, only_policies := NULL,
-                                only_rewards := NULL, sample_mod := NULL, sample_keep := NULL,
-                                sample_lo := NULL) AS TABLE
+-- SEAM, SEAM_rel and hack rate per tau x sample x variant x PM x RM for a list of taus (same optional
+-- filters): one join of the scores serves every tau (store.finalize precomputes a grid of definitions).
+-- The soft indicator's exponent is clamped at 700: exp overflows to inf there, which the sigmoid maps
+-- to 0 anyway.
+CREATE OR REPLACE MACRO seam_at_taus(alpha, taus, only_variants := NULL, only_policies := NULL,
+                                     only_rewards := NULL, sample_mod := NULL, sample_keep := NULL,
+                                     sample_lo := NULL) AS TABLE
 WITH h AS (
-    SELECT *,
+    SELECT sv.*, t.tau,
            exp(lp) AS w,
-           CASE WHEN tau > 0 THEN 1.0 / (1.0 + exp(least(-(score - score_gold) / tau, 700)))
+           CASE WHEN t.tau > 0 THEN 1.0 / (1.0 + exp(least(-(score - score_gold) / t.tau, 700)))
                 ELSE CAST(score > score_gold AS DOUBLE) END AS hack
     FROM scored_vs_gold(alpha, only_variants := only_variants, only_policies := only_policies,
                         only_rewards := only_rewards, sample_mod := sample_mod, sample_keep := sample_keep,
-                        sample_lo := sample_lo)
+                        sample_lo := sample_lo) sv
+    CROSS JOIN (SELECT unnest(taus) AS tau) t
 )
-SELECT sample_id, variant, policy, reward,
+SELECT tau, sample_id, variant, policy, reward,
        avg(w * hack)                         AS seam,
        sum(w * hack) / nullif(sum(w), 0)     AS seam_rel,
        avg(hack)                             AS hack_rate,
@@ -65,7 +68,16 @@ SELECT sample_id, variant, policy, reward,
        avg(n_tokens)                         AS mean_tokens,
        any_value(n_tokens_gold)              AS gold_tokens
 FROM h
-GROUP BY sample_id, variant, policy, reward;
+GROUP BY tau, sample_id, variant, policy, reward;
+
+-- SEAM, SEAM_rel and hack rate per sample x variant x PM x RM at one (alpha, tau).
+CREATE OR REPLACE MACRO seam_at(alpha, tau, only_variants := NULL, only_policies := NULL,
+                                only_rewards := NULL, sample_mod := NULL, sample_keep := NULL,
+                                sample_lo := NULL) AS TABLE
+SELECT * EXCLUDE (tau)
+FROM seam_at_taus(alpha, [tau], only_variants := only_variants, only_policies := only_policies,
+                  only_rewards := only_rewards, sample_mod := sample_mod, sample_keep := sample_keep,
+                  sample_lo := sample_lo);
 
 -- Kendall tau-b of two equal-length lists (ties-aware; NULL when either side is constant).
 -- List lambdas instead of a self-join of responses: one pass, O(k^2) per group in memory.
