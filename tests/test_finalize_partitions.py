@@ -100,3 +100,27 @@ def test_custom_slice_is_interrupted_after_its_time_bound(db, monkeypatch):
     assert took < 20, f"the interrupt took {took:.1f}s to land"
     # the same connection path still answers a normal query afterwards
     assert common.run(distributions.seam_summary, Selection()).shape[0] > 0
+
+
+def test_overview_counts_stay_live_while_rows_are_added(db, tmp_path):
+    """Finalize's count tables serve the overview only while the base tables still hold the counts they
+    summarise: rows a running precompute adds show at once."""
+    import shutil
+
+    from analysis.queries import base, overview
+    copy = tmp_path / "live.duckdb"
+    shutil.copy(db, copy)
+    con = store.connect(copy, read_only=True)
+    before = overview.variant_summary(con).set_index("variant")["responses"].to_dict()
+    models = set(overview.models_summary(con)["model"])
+    assert base._counts_current(con, "variant_counts"), "count tables should be current right after finalize"
+    con.close()
+    with store.writer(copy) as w:     # what a precompute does between finalizes
+        store.insert(w, "responses", [("extra-r", "extra-s", "adv", 0, "new text", None)])
+        store.insert(w, "rm_scores", [("extra-r", "rm-new", 0.5)])
+    con = store.connect(copy, read_only=True)
+    after = overview.variant_summary(con).set_index("variant")["responses"].to_dict()
+    opts = base.filter_options(con)
+    con.close()
+    assert after["adv"] == before["adv"] + 1, (before, after)
+    assert "rm-new" in opts["rewards"] and "rm-new" not in models, opts["rewards"]

@@ -9,19 +9,7 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
-from analysis.queries.base import _df, add_wilson, relation_exists
-
-from analysis.storage import aggregates
-
-
-def _counts_current(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    """Whether finalize's count `table` (analysis/storage/aggregates.py) still describes the base tables:
-    not on a DB finalized by an older version, nor while a precompute is adding rows (counts stay live)."""
-    if not relation_exists(con, table):
-        return False
-    row = _df(con, "SELECT value FROM seam_meta WHERE key = 'aggregate_counts'")
-    return not row.empty and row["value"][0] == aggregates.base_counts(con)
-
+from analysis.queries.base import _counts_current, _df, add_wilson
 
 def datasets_summary(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Per dataset: format, source, samples, distinct sub-sources, rejects."""
