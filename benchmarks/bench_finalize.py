@@ -10,7 +10,8 @@ building 3M takes tens of minutes on 2 cores):
     SEAM_DUCKDB_MEMORY=3GB python benchmarks/bench_finalize.py [--sizes 1000000 3000000] [--reps 1]
 
 Prints per size: seconds, s per 1M samples, peak RSS; then the 3M/1M (last/first) ratios. `--one-statement`
-also times the old unpartitioned definition (one partition, memory cap of the writer) for comparison.
+also times the unpartitioned definition (one partition, same memory cap); `--baseline DIR` the finalize of
+another checkout (e.g. the main branch: one statement, no aggregate tables, the writer's memory cap).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from analysis.storage import store
 t0 = time.perf_counter()
 with store.writer({db!r}) as con:
     con.execute("SET enable_progress_bar = false")
-    store.finalize(con, part_samples={part!r})
+    store.finalize(con, **{kw!r})
     n = con.execute("SELECT count(*) FROM seam_metrics").fetchone()[0]
 print(json.dumps({{"s": time.perf_counter() - t0, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "rows": n}}))
@@ -60,9 +61,10 @@ def raw_db(cache: Path, n: int) -> Path:
     return db
 
 
-def measure(db: Path, part_samples: int | None) -> dict:
-    """One finalize in a fresh child process: {'s', 'rss_mb', 'rows'}."""
-    out = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT), db=str(db), part=part_samples)],
+def measure(db: Path, part_samples: int | None, code: Path = ROOT) -> dict:
+    """One finalize in a fresh child process running the checkout `code`: {'s', 'rss_mb', 'rows'}."""
+    kw = {} if part_samples is None else {"part_samples": part_samples}
+    out = subprocess.run([sys.executable, "-c", CHILD.format(root=str(code), db=str(db), kw=kw)],
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -74,18 +76,21 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=1, help="finalize runs per size (median reported)")
     ap.add_argument("--one-statement", action="store_true",
                     help="also time the unpartitioned definition (needs memory that grows with the DB)")
+    ap.add_argument("--baseline", type=Path,
+                    help="also time the finalize of another checkout (e.g. the main branch) on the same DBs")
     args = ap.parse_args()
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    modes = [("partitioned", None)] + ([("one statement", 10**12)] if args.one_statement else [])
+    modes = [("partitioned", None, ROOT)] + ([("one statement", 10**12, ROOT)] if args.one_statement else []) \
+        + ([("baseline", None, args.baseline)] if args.baseline else [])
     print(f"finalize memory cap {os.environ.get('SEAM_FINALIZE_MEMORY', '2GB (default)')}, "
           f"{args.reps} rep(s) per size, median of reps; each run in a fresh process")
     print(f"{'samples':>10} {'mode':<14} {'seconds':>9} {'s / 1M':>8} {'peak RSS MB':>12} {'seam rows':>12}")
     res: dict[str, list[tuple[int, float, float]]] = {}
     for n in args.sizes:
         db = raw_db(cache, n)
-        for mode, part in modes:
-            runs = [measure(db, part) for _ in range(args.reps)]
+        for mode, part, code in modes:
+            runs = [measure(db, part, code) for _ in range(args.reps)]
             s = statistics.median(r["s"] for r in runs)
             rss = statistics.median(r["rss_mb"] for r in runs)
             res.setdefault(mode, []).append((n, s, rss))
