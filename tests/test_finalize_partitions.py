@@ -78,6 +78,12 @@ def test_aggregates_match_the_exact_page_queries(db):
             fast = saturation.axis_quality(con, variant=v)
             slow = saturation.axis_quality(con, variant=v, max_samples=None)
             pd.testing.assert_frame_equal(fast, slow, check_exact=False, rtol=1e-9, check_dtype=False, obj=v)
+            for beta in (0.25, 1.0, 4.0):
+                fast = saturation.proxy_grid(con, variant=v, beta=beta)
+                slow = saturation.proxy_grid(con, variant=v, beta=beta, max_samples=None)
+                assert len(fast) == 2 * 3, fast
+                pd.testing.assert_frame_equal(fast, slow, check_exact=False, rtol=1e-9, check_dtype=False,
+                                              obj=f"proxy {v} beta={beta}")
     finally:
         con.close()
 

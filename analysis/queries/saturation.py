@@ -8,7 +8,7 @@ import duckdb
 import pandas as pd
 
 from analysis.queries.base import _df, add_t, add_wilson, relation_exists
-from analysis.queries.selection import sample_keep, scored_source
+from analysis.queries.selection import sample_keep
 from analysis.storage import aggregates
 
 def rlhf_grid(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
@@ -52,14 +52,17 @@ def proxy_grid(con: duckdb.DuckDBPyConnection, *, variant: str, alpha: float = 1
     β → 0 the RM alone. Computed on a deterministic hash sample of ≤ max_samples samples (None = all).
     Columns: policy, reward, n, quality, sd, lo, hi (t 95%).
     """
-    params: dict = {"beta": max(1e-6, float(beta))}
-    scored = scored_source(params, alpha=alpha, variants=[variant], con=con, max_samples=max_samples)
+    beta = max(1e-6, float(beta))
+    params: dict = {"variant": variant, "alpha": float(alpha), "beta": beta}
+    if (alpha == 1.0 and beta in aggregates.BETA_GRID and max_samples == aggregates.AXIS_MAX_SAMPLES
+            and relation_exists(con, "proxy_quality")):   # precomputed by finalize on the same hash sample
+        df = _df(con, "SELECT policy, reward, n, quality, sd FROM proxy_quality WHERE variant = $variant"
+                      " AND beta = $beta ORDER BY policy, reward", params)
+        return add_t(df, mean="quality", bounds=(0.0, 1.0))
+    sampled = ", sample_mod := $s_mod, sample_keep := $s_keep" if sample_keep(con, max_samples, params) else ""
     df = _df(con, f"""
-        WITH p AS (SELECT sample_id, policy, reward,
-                          1.0 / (1.0 + sum(exp(least((lp + score / $beta) - (lp_gold + score_gold / $beta), 700)))) AS pg
-                   FROM {scored} GROUP BY ALL)
         SELECT policy, reward, count(*) AS n, avg(pg) AS quality, stddev_samp(pg) AS sd
-        FROM p GROUP BY ALL ORDER BY policy, reward
+        FROM proxy_gold_prob_at($alpha, [$beta], $variant{sampled}) GROUP BY ALL ORDER BY policy, reward
     """, params)
     return add_t(df, mean="quality", bounds=(0.0, 1.0))
 

@@ -17,6 +17,8 @@ Tables (all replaced on every finalize):
   number of rows whatever the DB size.
 - `axis_pm_quality`: per worse variant x PM at alpha = 1, the PM's own P(gold) within gold + variant on
   the hash sample of <= AXIS_MAX_SAMPLES samples (the saturation page's PM axis).
+- `proxy_quality`: per worse variant x beta of BETA_GRID x PM x RM at alpha = 1, the built-in saturation
+  proxy on the same hash sample.
 - `variant_counts`, `model_counts`, `dataset_counts`: the overview's row counts (used while the base
   tables still hold the row counts recorded in seam_meta 'aggregate_counts', i.e. not during a precompute).
 """
@@ -36,7 +38,9 @@ SAMPLE_MOD = 1_000_003
 SAMPLE_ROWS_MAX = 100_000
 #: Samples behind the saturation page's built-in PM axis and proxy on big DBs.
 AXIS_MAX_SAMPLES = 50_000
-TABLES = ("seam_group_stats", "seam_sample_rows", "axis_pm_quality", "variant_counts", "model_counts",
+#: The saturation page's proxy KL coefficients (its beta slider's stops).
+BETA_GRID = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+TABLES = ("seam_group_stats", "seam_sample_rows", "axis_pm_quality", "proxy_quality", "variant_counts", "model_counts",
           "dataset_counts")
 
 
@@ -99,6 +103,11 @@ def build(con: duckdb.DuckDBPyConnection) -> None:
     for v in variants:
         con.execute(f"INSERT INTO axis_pm_quality SELECT ?, policy, count(*), avg(pg), stddev_samp(pg)"
                     f" FROM pm_gold_prob_at(1.0, ?{sampled}) GROUP BY ALL", [v, v])
+    con.execute("CREATE OR REPLACE TABLE proxy_quality (variant VARCHAR, beta DOUBLE, policy VARCHAR, reward VARCHAR,"
+                " n BIGINT, quality DOUBLE, sd DOUBLE)")
+    for v in variants:
+        con.execute(f"INSERT INTO proxy_quality SELECT ?, beta, policy, reward, count(*), avg(pg), stddev_samp(pg)"
+                    f" FROM proxy_gold_prob_at(1.0, {list(BETA_GRID)!r}, ?{sampled}) GROUP BY ALL", [v, v])
     con.execute("""
         CREATE OR REPLACE TABLE variant_counts AS
         SELECT variant, count(*) AS responses, count(DISTINCT sample_id) AS samples FROM responses GROUP BY variant

@@ -113,6 +113,17 @@ WITH p AS (
 )
 SELECT sample_id, policy, any_value(pg) AS pg FROM p GROUP BY ALL;
 
+-- Built-in saturation proxy per beta x sample x PM x RM: the KL-regularised RLHF optimum restricted to the
+-- candidate set {y*} U {y_j} of one variant, pi_RL(y) ~ pi(y) exp(r(y) / beta), evaluated at the gold
+-- answer (analysis/queries/saturation.py proxy_grid says why). One join of the scores serves every beta.
+CREATE OR REPLACE MACRO proxy_gold_prob_at(alpha, betas, worse_variant, sample_mod := NULL,
+                                           sample_keep := NULL) AS TABLE
+SELECT b.beta, sample_id, policy, reward,
+       1.0 / (1.0 + sum(exp(least((lp + score / b.beta) - (lp_gold + score_gold / b.beta), 700)))) AS pg
+FROM scored_vs_gold(alpha, only_variants := [worse_variant], sample_mod := sample_mod, sample_keep := sample_keep)
+CROSS JOIN (SELECT unnest(betas) AS beta) b
+GROUP BY ALL;
+
 -- RM accuracy on pairs with a reference preference: gold (reference winner) vs each worse response
 -- of a variant. For variant 'rejected' this is the classic RM accuracy on the dataset's own pairs.
 CREATE OR REPLACE VIEW rm_pair_outcomes AS
