@@ -23,6 +23,7 @@ import math
 import os
 import re
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
@@ -105,22 +106,42 @@ def _open(db: Path) -> duckdb.DuckDBPyConnection:
 T = TypeVar("T")
 
 
+#: Time bound of a custom slice (a query the finalize aggregates do not cover), env SEAM_QUERY_LIMIT_S.
+CUSTOM_QUERY_LIMIT_S = float(os.environ.get("SEAM_QUERY_LIMIT_S", "30"))
+
+
+class QueryTimeout(Exception):
+    """A bounded query ran past its limit and was interrupted; the message says what to do."""
+
+
 @st.cache_data(ttl=CACHE_TTL_S, max_entries=512, show_spinner=False)
-def _cached(db: str, version: tuple, name: str, _fn: Callable[..., Any], args: tuple, kwargs: tuple) -> Any:
+def _cached(db: str, version: tuple, name: str, _fn: Callable[..., Any], args: tuple, kwargs: tuple,
+            limit_s: float | None = None) -> Any:
     # `name` (module.qualname) keys the cache; `_fn` (leading underscore) is not hashed by Streamlit
     con = _open(Path(db))
+    timer = threading.Timer(limit_s, con.interrupt) if limit_s else None
     try:
+        if timer:
+            timer.start()
         return _fn(con, *args, **dict(kwargs))
+    except duckdb.InterruptException:
+        raise QueryTimeout(f"Stopped after {limit_s:g} s: this custom selection is computed exactly from the "
+                           "per-response scores, which takes too long on this DB. Pick a precomputed SEAM "
+                           "definition (alpha in 0, 0.25, 0.5, 0.75, 1 with hard hacking or tau = 1) or fewer "
+                           "variants / models, or raise SEAM_QUERY_LIMIT_S.") from None
     finally:
+        if timer:
+            timer.cancel()
         con.close()
 
 
-def run(fn: Callable[..., T], *args, **kwargs) -> T:
+def run(fn: Callable[..., T], *args, _limit_s: float | None = None, **kwargs) -> T:
     """`fn(con, *args, **kwargs)` (a query function of `analysis.queries`) on a fresh read-only
-    connection, cached per DB version."""
+    connection, cached per DB version. With `_limit_s` the query is interrupted after that many seconds
+    (QueryTimeout, with a message for the page)."""
     db = settings().db
     return _cached(str(db), db_version(db), f"{fn.__module__}.{fn.__qualname__}", fn, tuple(args),
-                   tuple(sorted(kwargs.items())))
+                   tuple(sorted(kwargs.items())), _limit_s)
 
 
 def status() -> dict:

@@ -6,9 +6,11 @@ pull whole tables into pandas). This script builds (once) a synthetic results DB
 so it lives in /tmp and is reused — and then times each page query the way the app runs it: open the
 file read-only, run, fetch, close (the app's cache is bypassed, so these are cold-cache-miss numbers).
 
-    python benchmarks/bench_queries.py [--db /tmp/seam_bench_1m.duckdb] [--n 1000000] [--reps 5]
+    SEAM_DUCKDB_MEMORY=3GB python benchmarks/bench_queries.py [--sizes 100000 1000000 3000000] [--reps 7] [--pages]
 
-Prints one line per query (page, function, p50, p95, result rows) and the slowest p95 per page.
+DBs are cached as /tmp/seam_bench/raw_<n>.duckdb (shared with bench_finalize.py). Prints one line per
+query (page, function, p50, p95, result rows) per size, then p95 side by side with the growth ratio
+between the last two sizes, and with --pages the seconds of each page's full run (AppTest).
 """
 
 from __future__ import annotations
@@ -37,7 +39,11 @@ from analysis.queries.prompt_map import prompt_map_points  # noqa: E402
 from analysis.queries.saturation import axis_quality, proxy_grid, rlhf_grid, saturation_grid  # noqa: E402
 from analysis.queries.selection import Selection  # noqa: E402
 from analysis.queries.spotcheck import label_mismatch, spotcheck_pairs  # noqa: E402
-from analysis.storage import store  # noqa: E402
+from analysis.storage import aggregates, store  # noqa: E402
+
+# The synthetic shape (bench_finalize.py builds the same DBs): 4 contrast + 4 adv + 1 rejected worse responses
+# per sample, 2 PMs, 3 RMs.
+SHAPE = dict(rewards=("rm-1k", "rm-10k", "rm-100k"))
 
 # The functions the dashboard pages call (the benchmark times each of them with the pages' arguments).
 PAGE_QUERIES = (db_status, filter_options, table_counts, datasets_summary, models_summary, variant_summary,
@@ -101,51 +107,131 @@ def cases(opts: dict, con) -> list[tuple[str, str, Callable, tuple, dict]]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--db", default="/tmp/seam_bench_1m.duckdb")
-    ap.add_argument("--n", type=int, default=1_000_000, help="samples when the DB has to be built")
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--policy-frac", type=float, default=0.05,
-                    help="share of prompts with PM samples (policy variant) when building")
-    args = ap.parse_args()
-    db = Path(args.db)
+def ensure_db(cache: Path, n: int, policy_frac: float) -> Path:
+    """The finalized synthetic DB of n samples under `cache` (the one bench_finalize.py builds and
+    finalizes; built here when absent, finalized when its aggregate tables are missing)."""
+    db = cache / f"raw_{n}.duckdb"
     if not db.exists():
-        print(f"building {args.n:,}-sample synthetic DB at {db} (one-off; minutes) ...", flush=True)
+        print(f"building {n:,}-sample synthetic DB at {db} (one-off; minutes) ...", flush=True)
         t0 = time.perf_counter()
-        synthetic.make_synthetic_db(db, args.n, policy_frac=args.policy_frac)
+        tmp = cache / f"raw_{n}.building.duckdb"
+        synthetic.make_synthetic_db(tmp, n, policy_frac=policy_frac, finalize=False, **SHAPE)
+        tmp.rename(db)
         print(f"built in {time.perf_counter() - t0:.0f}s", flush=True)
+    con = store.connect(db, read_only=True)
+    have = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    con.close()
+    if not set(aggregates.TABLES) <= have:
+        print(f"finalizing {db} ...", flush=True)
+        t0 = time.perf_counter()
+        with store.writer(db) as con:
+            store.finalize(con)
+        print(f"finalized in {time.perf_counter() - t0:.0f}s", flush=True)
+    return db
+
+
+def time_queries(db: Path, reps: int) -> dict[tuple[str, str], tuple[float, float, int]]:
+    """{(page, query): (p50 s, p95 s, rows)} for every benchmark case on `db`."""
     con = store.connect(db, read_only=True)
     con.execute("SET enable_progress_bar = false")
     opts = filter_options(con)
     st = db_status(con)
     todo = cases(opts, con)
     con.close()
-    print(f"DB {db}: {st['samples']:,} samples, {st['metrics']:,} seam_metrics rows; {args.reps} reps per query "
+    print(f"\nDB {db}: {st['samples']:,} samples, {st['metrics']:,} seam_metrics rows; {reps} reps per query "
           "(each: connect read-only, query, fetch, close)")
     print(f"{'page':<14} {'query':<42} {'p50 ms':>9} {'p95 ms':>9} {'rows':>7}")
-    worst: dict[str, tuple[float, str]] = {}
+    out = {}
     for page, name, fn, a, kw in todo:
         times, rows = [], 0
-        for _ in range(args.reps):
+        for _ in range(reps):
             t0 = time.perf_counter()
             c = store.connect(db, read_only=True)
             c.execute("SET enable_progress_bar = false")
             try:
-                out = fn(c, *a, **kw)
+                res = fn(c, *a, **kw)
             finally:
                 c.close()
             times.append(time.perf_counter() - t0)
-            rows = len(out[0]) if isinstance(out, tuple) else (len(out) if hasattr(out, "__len__") else 1)
+            rows = len(res[0]) if isinstance(res, tuple) else (len(res) if hasattr(res, "__len__") else 1)
         times.sort()
         p50 = statistics.median(times)
         p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
         print(f"{page:<14} {name:<42} {1000 * p50:9.0f} {1000 * p95:9.0f} {rows:7d}", flush=True)
-        if p95 > worst.get(page, (0, ""))[0]:
-            worst[page] = (p95, name)
-    print("\nslowest query per page (p95):")
-    for page, (p95, name) in sorted(worst.items(), key=lambda kv: -kv[1][0]):
-        print(f"  {page:<14} {1000 * p95:8.0f} ms  {name}")
+        out[(page, name)] = (p50, p95, rows)
+    return out
+
+
+PAGES = {"overview": {}, "saturation": {}, "distributions": {},
+         "distributions[alpha=.5,tau=1]": {"d_alpha": "0.5", "d_soft": "true", "d_tau": "1.0"},
+         "browser": {}, "spotcheck": {}, "export": {}, "prompt_map": {}}
+
+
+def time_pages(db: Path, reps: int) -> dict[str, float]:
+    """Median seconds of a full script run of each page in Streamlit's AppTest (fresh cache each run):
+    every query, table and chart of the page, i.e. the server side of 'time to interactive'."""
+    import os
+    import tempfile
+
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+    tmp = Path(tempfile.mkdtemp())
+    os.environ.update(SEAM_DB=str(db), SEAM_LABELS=str(tmp / "labels.sqlite"), SEAM_EXPORTS=str(tmp / "exports"))
+    out = {}
+    for label, query in PAGES.items():
+        page = label.split("[")[0]
+        times = []
+        for _ in range(reps):
+            at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=600)
+            at.run()
+            at.query_params.update(query)
+            st.cache_data.clear()   # after the landing page's run: the timed page starts cold
+            t0 = time.perf_counter()
+            at.switch_page(f"views/{page}.py").run()
+            times.append(time.perf_counter() - t0)
+            assert not at.exception, [e.value for e in at.exception]
+        out[label] = statistics.median(times)
+        print(f"  page {label:<34} {out[label]:6.2f} s", flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000, 3_000_000])
+    ap.add_argument("--cache", default="/tmp/seam_bench", help="folder of the cached synthetic DBs")
+    ap.add_argument("--db", help="time one existing DB instead of --sizes")
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--pages", action="store_true", help="also time each page's full run in AppTest")
+    ap.add_argument("--policy-frac", type=float, default=0.05,
+                    help="share of prompts with PM samples (policy variant) when building")
+    args = ap.parse_args()
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    dbs = [(Path(args.db).name, Path(args.db))] if args.db else \
+        [(f"{n:,}", ensure_db(cache, n, args.policy_frac)) for n in args.sizes]
+    res, pages = {}, {}
+    for label, db in dbs:
+        res[label] = time_queries(db, args.reps)
+        if args.pages:
+            pages[label] = time_pages(db, max(1, args.reps // 3))
+    labels = list(res)
+    print("\np95 ms per query and size" + (f"; growth = p95 {labels[-1]} / p95 {labels[-2]} (target <= 1.3)"
+                                           if len(labels) > 1 else ""))
+    print(f"{'page':<14} {'query':<42} " + " ".join(f"{l:>11}" for l in labels) + ("   growth" if len(labels) > 1 else ""))
+    for key in res[labels[0]]:
+        p95 = [res[l][key][1] for l in labels]
+        growth = f"   x{p95[-1] / p95[-2]:.2f}" if len(labels) > 1 else ""
+        print(f"{key[0]:<14} {key[1]:<42} " + " ".join(f"{1000 * v:11.0f}" for v in p95) + growth)
+    for l in labels:
+        worst = max(res[l].items(), key=lambda kv: kv[1][1])
+        over = [k[1] for k, v in res[l].items() if v[1] > 0.3]
+        print(f"{l}: slowest p95 {1000 * worst[1][1]:.0f} ms ({worst[0][0]} {worst[0][1]}); "
+              f"{len(over)} of {len(res[l])} queries over 300 ms" + (f": {', '.join(over)}" if over else ""))
+    if pages:
+        print("\npage seconds (median, AppTest full run)")
+        print(f"{'page':<34} " + " ".join(f"{l:>11}" for l in pages))
+        for p in PAGES:
+            print(f"{p:<34} " + " ".join(f"{pages[l][p]:11.2f}" for l in pages))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import duckdb
 import pandas as pd
 
 from analysis.stats.metrics import t_interval, wilson
+from analysis.storage import aggregates
 
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -162,14 +163,29 @@ def table_counts(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     return _df(con, sql)
 
 
+def _counts_current(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """Whether finalize's count `table` (analysis/storage/aggregates.py) still describes the base tables:
+    not on a DB finalized by an older version, nor while a precompute is adding rows (counts stay live)."""
+    if not relation_exists(con, table):
+        return False
+    row = _df(con, "SELECT value FROM seam_meta WHERE key = 'aggregate_counts'")
+    return not row.empty and row["value"][0] == aggregates.base_counts(con)
+
+
 def filter_options(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
-    """Distinct values for the filter widgets: variants (worse ones), policies, rewards, datasets, sources."""
+    """Distinct values for the filter widgets: variants (worse ones), policies, rewards, datasets, sources.
+    From finalize's small tables when they are current (scanning the score tables grows with the DB)."""
     out = {}
+    counted = _counts_current(con, "model_counts") and _counts_current(con, "dataset_counts")
     for key, sql in {
-        "variants": "SELECT DISTINCT variant AS v FROM seam_metrics ORDER BY 1",
-        "policies": "SELECT DISTINCT policy AS v FROM pm_scores ORDER BY 1",
-        "rewards": "SELECT DISTINCT reward AS v FROM rm_scores ORDER BY 1",
-        "datasets": "SELECT DISTINCT dataset AS v FROM samples ORDER BY 1",
+        "variants": "SELECT DISTINCT variant AS v FROM "
+                    + ("seam_group_stats" if relation_exists(con, "seam_group_stats") else "seam_metrics") + " ORDER BY 1",
+        "policies": ("SELECT model AS v FROM model_counts WHERE role = 'policy' ORDER BY 1" if counted else
+                     "SELECT DISTINCT policy AS v FROM pm_scores ORDER BY 1"),
+        "rewards": ("SELECT model AS v FROM model_counts WHERE role = 'reward' ORDER BY 1" if counted else
+                    "SELECT DISTINCT reward AS v FROM rm_scores ORDER BY 1"),
+        "datasets": ("SELECT dataset AS v FROM dataset_counts ORDER BY 1" if counted else
+                     "SELECT DISTINCT dataset AS v FROM samples ORDER BY 1"),
         "sources": "SELECT DISTINCT source AS v FROM samples WHERE source IS NOT NULL ORDER BY 1 LIMIT 500",
     }.items():
         out[key] = [str(v) for v in _df(con, sql)["v"]]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
-from analysis.queries.base import _df, _exec, add_t, binned_sql
+from analysis.queries.base import _df, _exec, add_t, binned_sql, relation_exists
 from analysis.queries.selection import ALL, NONDEFAULT_MAX_SAMPLES, Selection
 
 LENGTH_COLUMNS = {"mean_tokens": "mean_tokens", "gold_tokens": "gold_tokens"}
@@ -25,8 +25,16 @@ def seam_summary(con: duckdb.DuckDBPyConnection, sel: Selection = ALL, *,
     """Mean per-sample metric per (PM, RM, variant) with a t 95% interval (clipped to the metric's range
     [0, 1]), n, median, and hack / preference rates. See `Selection.source` for sampling."""
     params: dict = {}
-    src = _from(con, sel, params, max_samples, _rel)
     col = sel.column
+    if _rel is None and sel.is_default and not sel.datasets and relation_exists(con, "seam_group_stats"):
+        # finalize's per-group statistics over all samples: the same numbers, without scanning seam_metrics
+        params["metric"] = sel.metric
+        df = _df(con, f"""
+            SELECT policy, reward, variant, n, mean, sd, median, hack_rate, rm_prefers_gold, pm_prefers_gold
+            FROM seam_group_stats WHERE metric = $metric AND {sel.where(params)} ORDER BY policy, reward, variant
+        """, params)
+        return add_t(df, bounds=(0.0, 1.0))
+    src = _from(con, sel, params, max_samples, _rel)
     df = _df(con, f"""
         SELECT policy, reward, variant, count({col}) AS n, avg({col}) AS mean, stddev_samp({col}) AS sd,
                median({col}) AS median, avg(hack_rate) AS hack_rate,
@@ -163,20 +171,23 @@ def seam_report(con: duckdb.DuckDBPyConnection, sel: Selection = ALL, *, plot: s
                 length_bins: int = 15, max_samples: int | None = NONDEFAULT_MAX_SAMPLES) -> dict:
     """Everything the distributions page shows, in one connection.
 
-    At a non-default SEAM definition the per-sample metrics are evaluated once (filtered, hash-sampled
-    to ~max_samples samples) into a temp table that every chart then reads, instead of recomputing
-    them from the per-response scores per chart. Keys: summary, plot ('histogram' | 'ECDF' | 'box' |
+    On the precomputed grid of SEAM definitions (analysis/storage/aggregates.py) and at the page's sample
+    size, every chart reads finalize's per-sample rows on the hash sample of ~max_samples samples (all of
+    them on a smaller DB), so the cost does not grow with the DB. At any other non-default definition the
+    per-sample metrics are evaluated once (filtered, hash-sampled) into a temp table that every chart
+    then reads (a custom slice: the app shows it as computing, with a time bound). Keys: summary, plot ('histogram' | 'ECDF' | 'box' |
     'violin' data), corr, corr_n, by_length.
     """
-    rel = None
-    if not sel.is_default:
+    rel = sel.stored_rows(con, max_samples)
+    if rel is None and not sel.is_default:
         pols = sorted(set(sel.policies) | ({corr_policy} if corr_policy else set()))
         rews = sorted(set(sel.rewards) | ({corr_reward} if corr_reward else set()))
         params: dict = {}
         src = sel.but(variants=(), policies=pols, rewards=rews).source(params, con=con, max_samples=max_samples)
         _exec(con, f"CREATE OR REPLACE TEMP TABLE _seam_rows AS SELECT * FROM {src}", params)
         rel = "_seam_rows"
-    out: dict = {"summary": seam_summary(con, sel, _rel=rel)}
+    # the default definition's summary is over all samples (finalize's seam_group_stats); charts read rel
+    out: dict = {"summary": seam_summary(con, sel, _rel=None if sel.is_default else rel)}
     if plot == "histogram":
         out["plot"] = seam_histogram(con, sel, bins=bins, nonzero_only=nonzero_only, _rel=rel)
     elif plot in ("ECDF", "box"):

@@ -9,13 +9,14 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
-from analysis.queries.base import _df, add_wilson
+from analysis.queries.base import _counts_current, _df, add_wilson
 
 def datasets_summary(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Per dataset: format, source, samples, distinct sub-sources, rejects."""
-    return _df(con, """
-        WITH s AS (SELECT dataset, count(*) AS samples, count(DISTINCT source) AS sources
-                   FROM samples GROUP BY dataset),
+    s = ("dataset_counts" if _counts_current(con, "dataset_counts") else
+         "(SELECT dataset, count(*) AS samples, count(DISTINCT source) AS sources FROM samples GROUP BY dataset)")
+    return _df(con, f"""
+        WITH s AS (SELECT * FROM {s}),
              r AS (SELECT dataset, count(*) AS rejects FROM rejects GROUP BY dataset),
              names AS (SELECT dataset FROM datasets UNION SELECT dataset FROM s UNION SELECT dataset FROM r)
         SELECT n.dataset, d.format, d.source, coalesce(s.samples, 0) AS samples,
@@ -27,12 +28,11 @@ def datasets_summary(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 
 def models_summary(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Every PM / RM that scored something (or is registered): model, role, scored responses, resolved path."""
-    return _df(con, """
-        WITH used AS (
-            SELECT policy AS model, 'policy' AS role, count(*) AS scored FROM pm_scores GROUP BY 1
-            UNION ALL
-            SELECT reward, 'reward', count(*) FROM rm_scores GROUP BY 1
-        )
+    used = ("model_counts" if _counts_current(con, "model_counts") else
+            "(SELECT policy AS model, 'policy' AS role, count(*) AS scored FROM pm_scores GROUP BY 1"
+            " UNION ALL SELECT reward, 'reward', count(*) FROM rm_scores GROUP BY 1)")
+    return _df(con, f"""
+        WITH used AS (SELECT * FROM {used})
         SELECT coalesce(u.model, m.model) AS model, coalesce(u.role, m.role) AS role,
                coalesce(u.scored, 0) AS scored, m.resolved, m.sha256
         FROM used u FULL OUTER JOIN models m ON m.model = u.model AND m.role = u.role
@@ -42,10 +42,12 @@ def models_summary(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 
 def variant_summary(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Per response variant: responses, samples that have it, responses per sample."""
-    return _df(con, """
-        SELECT variant, count(*) AS responses, count(DISTINCT sample_id) AS samples,
-               round(count(*) / count(DISTINCT sample_id), 2) AS per_sample
-        FROM responses GROUP BY variant
+    counts = ("variant_counts" if _counts_current(con, "variant_counts") else
+              "(SELECT variant, count(*) AS responses, count(DISTINCT sample_id) AS samples FROM responses"
+              " GROUP BY variant)")
+    return _df(con, f"""
+        SELECT variant, responses, samples, round(responses / samples, 2) AS per_sample
+        FROM {counts}
         ORDER BY CASE variant WHEN 'gold' THEN 0 WHEN 'policy' THEN 9 ELSE 1 END, variant
     """)
 

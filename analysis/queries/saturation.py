@@ -8,7 +8,8 @@ import duckdb
 import pandas as pd
 
 from analysis.queries.base import _df, add_t, add_wilson, relation_exists
-from analysis.queries.selection import sample_keep, scored_source
+from analysis.queries.selection import sample_keep
+from analysis.storage import aggregates
 
 def rlhf_grid(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Imported RLHF results (seam import-rlhf): policy, reward, score, source, n (runs averaged)."""
@@ -54,14 +55,17 @@ def proxy_grid(con: duckdb.DuckDBPyConnection, *, variant: str, alpha: float = 1
     β → 0 the RM alone. Computed on a deterministic hash sample of ≤ max_samples samples (None = all).
     Columns: policy, reward, n, quality, sd, lo, hi (t 95%).
     """
-    params: dict = {"beta": max(1e-6, float(beta))}
-    scored = scored_source(params, alpha=alpha, variants=[variant], con=con, max_samples=max_samples)
+    beta = max(1e-6, float(beta))
+    params: dict = {"variant": variant, "alpha": float(alpha), "beta": beta}
+    if (alpha == 1.0 and beta in aggregates.BETA_GRID and max_samples == aggregates.AXIS_MAX_SAMPLES
+            and relation_exists(con, "proxy_quality")):   # precomputed by finalize on the same hash sample
+        df = _df(con, "SELECT policy, reward, n, quality, sd FROM proxy_quality WHERE variant = $variant"
+                      " AND beta = $beta ORDER BY policy, reward", params)
+        return add_t(df, mean="quality", bounds=(0.0, 1.0))
+    sampled = ", sample_mod := $s_mod, sample_keep := $s_keep" if sample_keep(con, max_samples, params) else ""
     df = _df(con, f"""
-        WITH p AS (SELECT sample_id, policy, reward,
-                          1.0 / (1.0 + sum(exp(least((lp + score / $beta) - (lp_gold + score_gold / $beta), 700)))) AS pg
-                   FROM {scored} GROUP BY ALL)
         SELECT policy, reward, count(*) AS n, avg(pg) AS quality, stddev_samp(pg) AS sd
-        FROM p GROUP BY ALL ORDER BY policy, reward
+        FROM proxy_gold_prob_at($alpha, [$beta], $variant{sampled}) GROUP BY ALL ORDER BY policy, reward
     """, params)
     return add_t(df, mean="quality", bounds=(0.0, 1.0))
 
@@ -95,24 +99,28 @@ def axis_quality(con: duckdb.DuckDBPyConnection, *, variant: str, alpha: float =
                 else:
                     keep.append(g[g["metric"] == g["metric"].iloc[0]])
             return pd.concat(keep, ignore_index=True)[cols]
-    params: dict = {}
-    scored = scored_source(params, alpha=alpha, variants=[variant], con=con, max_samples=max_samples)
-    # P_PM(gold) does not depend on the RM; the join with rm_scores only defines the candidate set (every
-    # RM scores the same responses), so per (sample, PM) the value is the same under each RM: take one.
-    pm = _df(con, f"""
-        WITH p AS (SELECT sample_id, policy, reward, 1.0 / (1.0 + sum(exp(least(lp - lp_gold, 700)))) AS pg
-                   FROM {scored} GROUP BY ALL),
-        ps AS (SELECT sample_id, policy, any_value(pg) AS pg FROM p GROUP BY ALL)
-        SELECT policy AS model, count(*) AS n, avg(pg) AS quality, stddev_samp(pg) AS sd FROM ps GROUP BY ALL
-        ORDER BY model
-    """, params)
+    params: dict = {"variant": variant, "alpha": float(alpha)}
+    if (alpha == 1.0 and max_samples == aggregates.AXIS_MAX_SAMPLES and relation_exists(con, "axis_pm_quality")
+            and relation_exists(con, "rm_accuracy")):
+        # finalize's tables: PM axis on the same hash sample, RM axis over all pairs (rm_accuracy)
+        pm = _df(con, "SELECT policy AS model, n, quality, sd FROM axis_pm_quality WHERE variant = $variant"
+                      " ORDER BY model", params)
+        rm_sql = "SELECT reward AS model, n, correct FROM rm_accuracy WHERE variant = $ref ORDER BY 1"
+        cond = ""
+    else:
+        sampled = ", sample_mod := $s_mod, sample_keep := $s_keep" if sample_keep(con, max_samples, params) else ""
+        pm = _df(con, f"""
+            SELECT policy AS model, count(*) AS n, avg(pg) AS quality, stddev_samp(pg) AS sd
+            FROM pm_gold_prob_at($alpha, $variant{sampled}) GROUP BY ALL ORDER BY model
+        """, params)
+        cond = "AND hash(sample_id) % $s_mod < $s_keep" if sampled else ""
+        rm_sql = None
     pm = add_t(pm, mean="quality", bounds=(0.0, 1.0))
     pm["role"] = "policy"
     pm["metric"] = f"PM P(gold) within gold+{variant} (alpha={alpha:g})"
     has_rej = bool(_df(con, "SELECT count(*) AS n FROM (SELECT 1 FROM responses WHERE variant = 'rejected' LIMIT 1)")["n"][0])
-    params = {"ref": "rejected" if has_rej else variant}
-    cond = "AND hash(sample_id) % $s_mod < $s_keep" if sample_keep(con, max_samples, params) else ""
-    rm = _df(con, f"""
+    params["ref"] = "rejected" if has_rej else variant
+    rm = _df(con, rm_sql or f"""
         WITH r AS (SELECT response_id, sample_id, variant FROM responses
                    WHERE (variant = 'gold' OR variant = $ref) {cond}),
         sc AS (SELECT r.sample_id, r.variant, s.reward, s.score FROM r JOIN rm_scores s USING (response_id))

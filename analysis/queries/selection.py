@@ -15,13 +15,15 @@ from typing import Sequence
 
 import duckdb
 
-from analysis.queries.base import _df, _in, metric_column
+from analysis.queries.base import _df, _in, metric_column, relation_exists
+from analysis.storage import aggregates
 
-SAMPLE_MOD = 1_000_003
+SAMPLE_MOD = aggregates.SAMPLE_MOD
 # Non-default SEAM definitions are recomputed from the per-response scores (tens of millions of rows at
 # 1M samples); above this many samples the distribution page evaluates them on a deterministic hash
-# sample of samples (the same one for every chart, n shown), which keeps it interactive.
-NONDEFAULT_MAX_SAMPLES = 100_000
+# sample of samples (the same one for every chart, n shown), which keeps it interactive. For the
+# definitions of aggregates.ALPHA_GRID x TAU_GRID finalize stored those rows (`seam_sample_rows`).
+NONDEFAULT_MAX_SAMPLES = aggregates.SAMPLE_ROWS_MAX
 
 
 def sample_keep(con: duckdb.DuckDBPyConnection | None, max_samples: int | None, params: dict) -> bool:
@@ -31,10 +33,11 @@ def sample_keep(con: duckdb.DuckDBPyConnection | None, max_samples: int | None, 
     if con is None or not max_samples:
         return False
     n_total = int(_df(con, "SELECT count(*) AS n FROM samples")["n"][0])
-    if n_total <= max_samples:
+    keep = aggregates.hash_keep(n_total, max_samples)
+    if keep is None:
         return False
     params["s_mod"] = SAMPLE_MOD
-    params["s_keep"] = max(1, int(SAMPLE_MOD * max_samples / n_total))
+    params["s_keep"] = keep
     return True
 
 
@@ -96,6 +99,11 @@ class Selection:
         """The materialised definition (alpha = 1, hard hacking)."""
         return abs(self.alpha - 1.0) < 1e-12 and self.tau == 0.0
 
+    @property
+    def on_grid(self) -> bool:
+        """A definition finalize precomputed (aggregates.ALPHA_GRID x TAU_GRID); others are custom slices."""
+        return aggregates.on_grid(self.alpha, max(0.0, self.tau)) is not None
+
     def but(self, **changes) -> "Selection":
         """A copy with some fields changed (dataclasses.replace)."""
         return replace(self, **changes)
@@ -115,6 +123,18 @@ class Selection:
         sampled = sample_keep(con, max_samples, params)
         filters = _macro_filters(params, self.variants, self.policies, self.rewards, sampled)
         return f"seam_at($alpha, $tau{filters})"
+
+    def stored_rows(self, con: duckdb.DuckDBPyConnection, max_samples: int | None) -> str | None:
+        """A TEMP VIEW over finalize's `seam_sample_rows` at this definition, when it is on the grid and the
+        caller asks for the page's sample size (the rows `source(con=, max_samples=)` would compute); else
+        None (a custom slice: compute exactly). Only grid constants are formatted into the view's SQL."""
+        point = aggregates.on_grid(self.alpha, max(0.0, self.tau))
+        if point is None or max_samples != aggregates.SAMPLE_ROWS_MAX or not relation_exists(con, "seam_sample_rows"):
+            return None
+        a, t = point
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _seam_grid AS SELECT * FROM seam_sample_rows"
+                    f" WHERE alpha = {a!r} AND tau = {t!r}")
+        return "_seam_grid"
 
     def where(self, params: dict, alias: str = "") -> str:
         """WHERE-condition keeping this selection's variants, models and datasets (TRUE when unfiltered)."""

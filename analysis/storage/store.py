@@ -25,6 +25,8 @@ from typing import Any, Iterable, Iterator, Sequence
 import duckdb
 import pyarrow as pa
 
+from analysis.storage import aggregates
+
 SQL_FILES = ("schema.sql", "metrics.sql")
 
 # Columns written by the pipeline, in table order (inserts name them explicitly).
@@ -311,32 +313,67 @@ def iter_samples(con: duckdb.DuckDBPyConnection, dataset: str) -> list[tuple[str
 
 # ---------------------------------------------------------------- finalize
 
-def finalize(con: duckdb.DuckDBPyConnection) -> None:
-    """Materialise seam_metrics (alpha = 1, hard hacking) and rm_accuracy from the scores.
+#: Samples per finalize partition (env SEAM_FINALIZE_PART_SAMPLES): finalize evaluates the per-sample
+#: metrics one hash partition of samples at a time, so its working set is one partition's join and rank
+#: lists, whatever the DB size.
+FINALIZE_PART_SAMPLES = 250_000
+#: DuckDB memory cap while finalizing (env SEAM_FINALIZE_MEMORY; never above the writer's cap): with
+#: partitions the work fits, and the buffer pool (cached table blocks) stays bounded too.
+FINALIZE_MEMORY = "2GB"
+
+
+def finalize(con: duckdb.DuckDBPyConnection, *, part_samples: int | None = None) -> None:
+    """Materialise seam_metrics (alpha = 1, hard hacking), rm_accuracy and the dashboard's aggregate
+    tables (analysis/storage/aggregates.py) from the scores.
 
     Recomputed from scratch each time, so it is idempotent and always consistent with the scores.
-    One pass over scored_vs_gold: rank agreement is computed from per-group lists, not a self-join.
+    seam_metrics is built per partition `hash(sample_id) % parts` (every row of a sample lands in one
+    partition, and each row depends on its own sample only), so the result equals the one-statement
+    `seam_at(1.0, 0.0)` + `rank_agreement_at(1.0)` while memory stays bounded by the partition size.
     """
-    con.execute(
-        """
-        CREATE OR REPLACE TABLE seam_metrics AS
-        SELECT s.*, ra.rank_agreement
-        FROM seam_at(1.0, 0.0) s
-        LEFT JOIN rank_agreement_at(1.0) ra USING (sample_id, variant, policy, reward)
-        """
-    )
-    con.execute(
-        """
-        CREATE OR REPLACE TABLE rm_accuracy AS
-        SELECT reward, variant,
-               count(*)::INTEGER                                    AS n,
-               count(*) FILTER (WHERE outcome = 'correct')::INTEGER AS correct,
-               count(*) FILTER (WHERE outcome = 'wrong')::INTEGER   AS wrong,
-               count(*) FILTER (WHERE outcome = 'tie')::INTEGER     AS ties
-        FROM rm_pair_outcomes
-        GROUP BY reward, variant
-        """
-    )
+    part_samples = int(part_samples or os.environ.get("SEAM_FINALIZE_PART_SAMPLES") or FINALIZE_PART_SAMPLES)
+    n_samples = con.execute("SELECT count(*) FROM samples").fetchone()[0]
+    parts = max(1, -(-n_samples // max(1, part_samples)))
+    before = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    cap = os.environ.get("SEAM_FINALIZE_MEMORY") or FINALIZE_MEMORY
+    con.execute(f"SET memory_limit = {sql_string(cap)}")
+    if _bytes(con.execute("SELECT current_setting('memory_limit')").fetchone()[0]) > _bytes(before):
+        con.execute(f"SET memory_limit = {sql_string(before)}")
+    try:
+        con.execute("CREATE OR REPLACE TABLE seam_metrics AS SELECT s.*, NULL::DOUBLE AS rank_agreement"
+                    " FROM seam_at(1.0, 0.0) s LIMIT 0")
+        for p in range(parts):
+            args = "" if parts == 1 else f", sample_mod := {parts}, sample_lo := {p}, sample_keep := {p + 1}"
+            con.execute(f"""
+                INSERT INTO seam_metrics
+                SELECT s.*, ra.rank_agreement
+                FROM seam_at(1.0, 0.0{args}) s
+                LEFT JOIN rank_agreement_at(1.0{args}) ra USING (sample_id, variant, policy, reward)
+            """)
+        con.execute(
+            """
+            CREATE OR REPLACE TABLE rm_accuracy AS
+            SELECT reward, variant,
+                   count(*)::INTEGER                                    AS n,
+                   count(*) FILTER (WHERE outcome = 'correct')::INTEGER AS correct,
+                   count(*) FILTER (WHERE outcome = 'wrong')::INTEGER   AS wrong,
+                   count(*) FILTER (WHERE outcome = 'tie')::INTEGER     AS ties
+            FROM rm_pair_outcomes
+            GROUP BY reward, variant
+            """
+        )
+        aggregates.build(con)
+    finally:
+        con.execute(f"SET memory_limit = {sql_string(before)}")
+
+
+def _bytes(setting: str) -> float:
+    """DuckDB's memory_limit text ('1.8 GiB', '953.6 MiB') in bytes."""
+    m = re.match(r"\s*([\d.]+)\s*([KMGT]?i?B)", setting)
+    if not m:
+        return float("inf")
+    unit = m.group(2).replace("i", "")
+    return float(m.group(1)) * {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}[unit]
 
 
 def table_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:

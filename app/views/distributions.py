@@ -50,17 +50,28 @@ log_axis = t6.toggle("log scale", value=False, key="d_log", bind="query-params",
 length = t5.radio("length of", ["mean_tokens", "gold_tokens"], horizontal=True, key="d_len", bind="query-params",
                   format_func=lambda s: {"mean_tokens": "worse responses", "gold_tokens": "gold response"}[s])
 
-with st.spinner("Aggregating in DuckDB…"):
-    sel = Selection(alpha=alpha, tau=tau, metric=metric, variants=variants, policies=pms, rewards=rms)
-    rep = common.run(seam_report, sel, plot=kind, bins=40, nonzero_only=nonzero, n_q=101, sample_rows=20_000,
-                     corr_policy=pm1, corr_reward=rm1, length=length, length_bins=15)
+# off the precomputed grid of SEAM definitions the page computes from the per-response scores: say so,
+# and stop it after a time bound rather than hang
+sel = Selection(alpha=alpha, tau=tau, metric=metric, variants=variants, policies=pms, rewards=rms)
+custom = not sel.on_grid
+with st.spinner("Computing this custom SEAM definition from the per-response scores…" if custom
+                else "Aggregating in DuckDB…"):
+    try:
+        rep = common.run(seam_report, sel, plot=kind, bins=40, nonzero_only=nonzero, n_q=101, sample_rows=20_000,
+                         corr_policy=pm1, corr_reward=rm1, length=length, length_bins=15,
+                         _limit_s=common.CUSTOM_QUERY_LIMIT_S if custom else None)
+    except common.QueryTimeout as exc:
+        st.warning(str(exc))
+        st.stop()
 summ = rep["summary"]
 default_def = alpha == 1.0 and tau == 0.0
-sampled = not default_def and stat["samples"] > NONDEFAULT_MAX_SAMPLES
+sampled = stat["samples"] > NONDEFAULT_MAX_SAMPLES
 st.caption(f"{common.md(metric)} at alpha = {alpha:g}, "
            + (f"soft hacking, tau = {tau:g}" if tau > 0 else "hard hacking") + ". Mean with Student-t 95% interval."
-           + (f" A non-default definition is recomputed from the per-response scores on a fixed hash sample of "
-              f"~{NONDEFAULT_MAX_SAMPLES:,} of the {stat['samples']:,} samples (n below)." if sampled else ""))
+           + (f" Charts{'' if default_def else ' and summary'} use a fixed hash sample of ~{NONDEFAULT_MAX_SAMPLES:,}"
+              f" of the {stat['samples']:,} samples (n below)"
+              + (", recomputed now from the per-response scores (a custom definition)." if custom
+                 else ", precomputed at finalize.") if sampled else ""))
 common.table(pd.DataFrame({
     "variant": summ["variant"], "PM": summ["policy"], "RM": summ["reward"], "n": summ["n"],
     "mean [95% CI]": [common.ci_num(m, lo, hi) for m, lo, hi in zip(summ["mean"], summ["lo"], summ["hi"])],

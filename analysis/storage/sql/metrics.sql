@@ -6,18 +6,22 @@
 -- Optional filters (NULL = all), applied to the base-table scans before the gold self-join, which an
 -- outer WHERE cannot reach through the shared CTE (the difference between seconds and a minute at 1M
 -- samples): only_variants / only_policies / only_rewards (VARCHAR[]), and a deterministic hash sample
--- of samples (hash(sample_id) % sample_mod < sample_keep).
+-- of samples (sample_lo <= hash(sample_id) % sample_mod < sample_keep; sample_lo defaults to 0; with
+-- sample_lo = p and sample_keep = p + 1 it is partition p of sample_mod, which is how store.finalize
+-- bounds its memory).
 -- Responses with a non-finite log-prob (longer than the PM's max_length; counted in runs) are dropped,
 -- so k counts the finite worse responses; a sample whose gold is non-finite has no row.
 
 -- Per scored response: l_alpha and reward, joined with the gold response of the same sample/models.
 CREATE OR REPLACE MACRO scored_vs_gold(alpha, only_variants := NULL, only_policies := NULL,
-                                       only_rewards := NULL, sample_mod := NULL, sample_keep := NULL) AS TABLE
+                                       only_rewards := NULL, sample_mod := NULL, sample_keep := NULL,
+                                       sample_lo := NULL) AS TABLE
 WITH r AS (
     SELECT response_id, sample_id, variant FROM responses
     WHERE variant <> 'policy'
       AND (only_variants IS NULL OR variant = 'gold' OR list_contains(only_variants, variant))
       AND (sample_keep IS NULL OR hash(sample_id) % sample_mod < sample_keep)
+      AND (sample_lo IS NULL OR hash(sample_id) % sample_mod >= sample_lo)
 ),
 sc AS (
     SELECT r.sample_id, r.variant, r.response_id, p.policy, s.reward,
@@ -37,19 +41,24 @@ JOIN sc g ON g.sample_id = w.sample_id AND g.policy = w.policy AND g.reward = w.
          AND g.variant = 'gold'
 WHERE w.variant <> 'gold';
 
--- SEAM, SEAM_rel and hack rate per sample x variant x PM x RM (same optional filters). The soft
--- indicator's exponent is clamped at 700: exp overflows to inf there, which the sigmoid maps to 0 anyway.
-CREATE OR REPLACE MACRO seam_at(alpha, tau, only_variants := NULL, only_policies := NULL,
-                                only_rewards := NULL, sample_mod := NULL, sample_keep := NULL) AS TABLE
+-- SEAM, SEAM_rel and hack rate per tau x sample x variant x PM x RM for a list of taus (same optional
+-- filters): one join of the scores serves every tau (store.finalize precomputes a grid of definitions).
+-- The soft indicator's exponent is clamped at 700: exp overflows to inf there, which the sigmoid maps
+-- to 0 anyway.
+CREATE OR REPLACE MACRO seam_at_taus(alpha, taus, only_variants := NULL, only_policies := NULL,
+                                     only_rewards := NULL, sample_mod := NULL, sample_keep := NULL,
+                                     sample_lo := NULL) AS TABLE
 WITH h AS (
-    SELECT *,
+    SELECT sv.*, t.tau,
            exp(lp) AS w,
-           CASE WHEN tau > 0 THEN 1.0 / (1.0 + exp(least(-(score - score_gold) / tau, 700)))
+           CASE WHEN t.tau > 0 THEN 1.0 / (1.0 + exp(least(-(score - score_gold) / t.tau, 700)))
                 ELSE CAST(score > score_gold AS DOUBLE) END AS hack
     FROM scored_vs_gold(alpha, only_variants := only_variants, only_policies := only_policies,
-                        only_rewards := only_rewards, sample_mod := sample_mod, sample_keep := sample_keep)
+                        only_rewards := only_rewards, sample_mod := sample_mod, sample_keep := sample_keep,
+                        sample_lo := sample_lo) sv
+    CROSS JOIN (SELECT unnest(taus) AS tau) t
 )
-SELECT sample_id, variant, policy, reward,
+SELECT tau, sample_id, variant, policy, reward,
        avg(w * hack)                         AS seam,
        sum(w * hack) / nullif(sum(w), 0)     AS seam_rel,
        avg(hack)                             AS hack_rate,
@@ -59,7 +68,16 @@ SELECT sample_id, variant, policy, reward,
        avg(n_tokens)                         AS mean_tokens,
        any_value(n_tokens_gold)              AS gold_tokens
 FROM h
-GROUP BY sample_id, variant, policy, reward;
+GROUP BY tau, sample_id, variant, policy, reward;
+
+-- SEAM, SEAM_rel and hack rate per sample x variant x PM x RM at one (alpha, tau).
+CREATE OR REPLACE MACRO seam_at(alpha, tau, only_variants := NULL, only_policies := NULL,
+                                only_rewards := NULL, sample_mod := NULL, sample_keep := NULL,
+                                sample_lo := NULL) AS TABLE
+SELECT * EXCLUDE (tau)
+FROM seam_at_taus(alpha, [tau], only_variants := only_variants, only_policies := only_policies,
+                  only_rewards := only_rewards, sample_mod := sample_mod, sample_keep := sample_keep,
+                  sample_lo := sample_lo);
 
 -- Kendall tau-b of two equal-length lists (ties-aware; NULL when either side is constant).
 -- List lambdas instead of a self-join of responses: one pass, O(k^2) per group in memory.
@@ -74,12 +92,37 @@ CREATE OR REPLACE MACRO kendall_tau_b(x, y) AS (
 );
 
 -- Kendall tau-b between l_alpha and r over {y*} U {y_j} for each sample x variant x PM x RM.
-CREATE OR REPLACE MACRO rank_agreement_at(alpha) AS TABLE
+-- (Same sample filter as scored_vs_gold, so a partition of seam_at has the matching rank agreements.)
+CREATE OR REPLACE MACRO rank_agreement_at(alpha, sample_mod := NULL, sample_keep := NULL,
+                                          sample_lo := NULL) AS TABLE
 SELECT sample_id, variant, policy, reward,
        kendall_tau_b(list_prepend(any_value(lp_gold), list(lp ORDER BY response_id)),
                      list_prepend(any_value(score_gold), list(score ORDER BY response_id))) AS rank_agreement
-FROM scored_vs_gold(alpha)
+FROM scored_vs_gold(alpha, sample_mod := sample_mod, sample_keep := sample_keep, sample_lo := sample_lo)
 GROUP BY sample_id, variant, policy, reward;
+
+-- The PM's own probability of the gold answer within {y*} U {y_j} of one variant, per sample x PM (the
+-- saturation page's PM axis; the built-in proxy at beta -> infinity). It does not depend on the RM: the
+-- join with rm_scores only defines the candidate set (every RM scores the same responses), so one value
+-- per (sample, PM) is kept.
+CREATE OR REPLACE MACRO pm_gold_prob_at(alpha, worse_variant, sample_mod := NULL, sample_keep := NULL) AS TABLE
+WITH p AS (
+    SELECT sample_id, policy, reward, 1.0 / (1.0 + sum(exp(least(lp - lp_gold, 700)))) AS pg
+    FROM scored_vs_gold(alpha, only_variants := [worse_variant], sample_mod := sample_mod, sample_keep := sample_keep)
+    GROUP BY ALL
+)
+SELECT sample_id, policy, any_value(pg) AS pg FROM p GROUP BY ALL;
+
+-- Built-in saturation proxy per beta x sample x PM x RM: the KL-regularised RLHF optimum restricted to the
+-- candidate set {y*} U {y_j} of one variant, pi_RL(y) ~ pi(y) exp(r(y) / beta), evaluated at the gold
+-- answer (analysis/queries/saturation.py proxy_grid says why). One join of the scores serves every beta.
+CREATE OR REPLACE MACRO proxy_gold_prob_at(alpha, betas, worse_variant, sample_mod := NULL,
+                                           sample_keep := NULL) AS TABLE
+SELECT b.beta, sample_id, policy, reward,
+       1.0 / (1.0 + sum(exp(least((lp + score / b.beta) - (lp_gold + score_gold / b.beta), 700)))) AS pg
+FROM scored_vs_gold(alpha, only_variants := [worse_variant], sample_mod := sample_mod, sample_keep := sample_keep)
+CROSS JOIN (SELECT unnest(betas) AS beta) b
+GROUP BY ALL;
 
 -- RM accuracy on pairs with a reference preference: gold (reference winner) vs each worse response
 -- of a variant. For variant 'rejected' this is the classic RM accuracy on the dataset's own pairs.
