@@ -388,6 +388,7 @@ def run_rlhf_grid(cfg: RLHFGridConfig, log: Callable[[str], None] = print) -> di
     from analysis.models.resolve import resolve_model
     from analysis.models.reward import RewardModel
     from analysis.pipeline.precompute import package_versions
+    from analysis.pipeline.runner import StageRunner
     from analysis.storage import store
 
     from importlib.util import find_spec
@@ -411,52 +412,53 @@ def run_rlhf_grid(cfg: RLHFGridConfig, log: Callable[[str], None] = print) -> di
     log(f"rlhf-grid {source}: {len(cells)} cell(s), {len(cells) - len(todo)} already done; "
         f"{len(train)} training / {len(held)} held-out prompts; judge {judge_ref} ({judge_kind})")
     run_id = f"rlhf-grid-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    store.start_run(cfg.db, run_id, "rlhf-grid", cfg.to_dict(), package_versions())
     summary: dict = {"source": source, "judge": judge_ref, "judge_kind": judge_kind, "cells": [],
                      "skipped": len(cells) - len(todo)}
-    try:
-        judge = RewardModel(judge_ref, device=cfg.device) if todo else None
-        by_policy: dict[str, tuple] = {}
+    judge = RewardModel(judge_ref, device=cfg.device) if todo else None
+    by_policy: dict[str, tuple] = {}
+
+    def run_cell(policy: str, reward: str, cid: str) -> None:
+        nonlocal by_policy
+        t0 = time.perf_counter()
+        log(f"cell {cid}: PM {policy} x RM {reward}")
+        policy_path = resolve_model(policy, cfg.models_path)
+        out_dir = cfg.rlhf_dir / cid
+        card = out_dir / CARD_NAME
+        if card.exists():   # trained before a kill, not yet judged: reuse the checkpoint
+            curves = json.loads(card.read_text())["curves"]
+            log(f"  reusing the trained policy in {out_dir}")
+        else:
+            curves = train_cell(cfg, policy_path, reward, train, out_dir, log)
+        if policy not in by_policy:   # the starting PM's answers are shared by its cells
+            start = PolicyModel(policy, models_dir=cfg.models_path, config=PolicyConfig(device=cfg.device))
+            answers = sample_with_logprobs(start, held, max_new_tokens=cfg.eval_max_new_tokens,
+                                           seed=cfg.seed + 1)[0]
+            by_policy = {policy: (start, answers, judge.score(held, answers, progress=False))}
+        start, answers, start_scores = by_policy[policy]
+        ev = evaluate_cell(cfg, start, out_dir, judge, held, start_scores)
+        examples = list(zip(held[:3], answers[:3], ev.pop("answers")[:3]))
+        row = dict(policy=policy, reward=reward, source=source, cell_id=cid, run_id=runner.run_id,
+                   algorithm=ALGORITHM, judge=judge_ref, judge_kind=judge_kind, steps=cfg.steps,
+                   seed=cfg.seed, beta=cfg.beta, model_dir=str(out_dir),
+                   wall_s=round(time.perf_counter() - t0, 1), config=cfg.to_dict(), **ev)
+        store.write_rlhf_cell(cfg.db, row, [dict(source=source, cell_id=cid, policy=policy, reward=reward, **c)
+                                            for c in curves])
+        log(f"  win rate vs start {ev['score']:.3f} [{ev['score_lo']:.3f}, {ev['score_hi']:.3f}] "
+            f"(n={ev['n_eval']}), judge gain {ev['judge_gain']:+.4g}, KL {ev['kl']:.4g} nats "
+            f"[{ev['kl_lo']:.4g}, {ev['kl_hi']:.4g}]  ({row['wall_s']:.0f}s)")
+        summary["cells"].append({k: row[k] for k in ("policy", "reward", "cell_id", "score", "score_lo",
+                                                     "score_hi", "n_eval", "judge_gain", "judge_gain_lo",
+                                                     "judge_gain_hi", "kl", "kl_lo", "kl_hi", "wall_s")}
+                                | {"examples": examples})
+
+    with StageRunner(cfg.db, "rlhf-grid", cfg.to_dict(), package_versions(), log=log, run_id=run_id) as runner:
+        runner.failure_info = lambda: summary
         for policy, reward, cid in todo:
-            t0 = time.perf_counter()
-            log(f"cell {cid}: PM {policy} x RM {reward}")
-            policy_path = resolve_model(policy, cfg.models_path)
-            out_dir = cfg.rlhf_dir / cid
-            card = out_dir / CARD_NAME
-            if card.exists():   # trained before a kill, not yet judged: reuse the checkpoint
-                curves = json.loads(card.read_text())["curves"]
-                log(f"  reusing the trained policy in {out_dir}")
-            else:
-                curves = train_cell(cfg, policy_path, reward, train, out_dir, log)
-            if policy not in by_policy:   # the starting PM's answers are shared by its cells
-                start = PolicyModel(policy, models_dir=cfg.models_path, config=PolicyConfig(device=cfg.device))
-                answers = sample_with_logprobs(start, held, max_new_tokens=cfg.eval_max_new_tokens,
-                                               seed=cfg.seed + 1)[0]
-                by_policy = {policy: (start, answers, judge.score(held, answers, progress=False))}
-            start, answers, start_scores = by_policy[policy]
-            ev = evaluate_cell(cfg, start, out_dir, judge, held, start_scores)
-            examples = list(zip(held[:3], answers[:3], ev.pop("answers")[:3]))
-            row = dict(policy=policy, reward=reward, source=source, cell_id=cid, run_id=run_id,
-                       algorithm=ALGORITHM, judge=judge_ref, judge_kind=judge_kind, steps=cfg.steps,
-                       seed=cfg.seed, beta=cfg.beta, model_dir=str(out_dir),
-                       wall_s=round(time.perf_counter() - t0, 1), config=cfg.to_dict(), **ev)
-            store.write_rlhf_cell(cfg.db, row, [dict(source=source, cell_id=cid, policy=policy, reward=reward, **c)
-                                                for c in curves])
-            log(f"  win rate vs start {ev['score']:.3f} [{ev['score_lo']:.3f}, {ev['score_hi']:.3f}] "
-                f"(n={ev['n_eval']}), judge gain {ev['judge_gain']:+.4g}, KL {ev['kl']:.4g} nats "
-                f"[{ev['kl_lo']:.4g}, {ev['kl_hi']:.4g}]  ({row['wall_s']:.0f}s)")
-            summary["cells"].append({k: row[k] for k in ("policy", "reward", "cell_id", "score", "score_lo",
-                                                         "score_hi", "n_eval", "judge_gain", "judge_gain_lo",
-                                                         "judge_gain_hi", "kl", "kl_lo", "kl_hi", "wall_s")}
-                                    | {"examples": examples})
-        if cfg.proxy:
-            _proxy_precompute(cfg, policies, rewards, log)
-    except BaseException as exc:
-        store.finish_run(cfg.db, run_id, "failed", {**summary, "error": repr(exc)})
-        raise
-    summary["wall_s"] = round(time.perf_counter() - t_all, 1)
-    store.finish_run(cfg.db, run_id, "done", summary)
-    return summary
+            runner.stage(f"cell {cid}", lambda p=policy, r=reward, c=cid: run_cell(p, r, c))
+        runner.stage("proxy", lambda: _proxy_precompute(cfg, policies, rewards, log),
+                     skip=None if cfg.proxy else "--no-proxy")
+        summary["wall_s"] = round(time.perf_counter() - t_all, 1)
+        return runner.finish(summary)
 
 
 def _proxy_precompute(cfg: RLHFGridConfig, policies: list[str], rewards: list[str], log: Callable) -> None:

