@@ -1,4 +1,4 @@
-"""Pure estimators for the paper-in-miniature experiments (`seam experiment`, analysis/experiment.py).
+"""Pure estimators for the paper-in-miniature experiments (`seam experiment`, analysis/study/).
 
 Nothing here does I/O or loads a model; every function takes plain arrays so the tests can feed
 hand-made data. Proportions use `metrics.wilson`, means `metrics.bootstrap_mean` (percentile bootstrap);

@@ -82,7 +82,7 @@ def lrt(y: np.ndarray, base: list[np.ndarray], extra: np.ndarray) -> float:
     def ll(cols: list[np.ndarray]) -> float:
         X = np.column_stack([(c[ok] - c[ok].mean()) / (c[ok].std() or 1.0) for c in cols]) if cols \
             else np.zeros((len(y), 1))
-        m = LogisticRegression(penalty=None, max_iter=1000).fit(X, y)
+        m = LogisticRegression(C=np.inf, max_iter=1000).fit(X, y)
         pr = np.clip(m.predict_proba(X)[:, 1], 1e-12, 1 - 1e-12)
         return float(np.sum(y * np.log(pr) + (1 - y) * np.log(1 - pr)))
 

@@ -1,4 +1,4 @@
--- Relations written by `seam experiment` (analysis/experiment.py): the paper's analyses in miniature.
+-- Relations written by `seam experiment` (analysis/study/): the paper's analyses in miniature.
 -- Result relations are replaced as a whole at the end of each experiment run (one experiment result set
 -- per DB, tagged with its run_id); the `runs` ledger keeps the history of every run with its full config.
 -- Documented in README.md ("Experiments"); notebooks/paper_miniature.ipynb reads them with plain SQL.

@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS rejects (
     PRIMARY KEY (dataset, source_row)
 );
 
--- Input rows left out on purpose by --fraction / --shard / --limit (per dataset): not rejects, so counted
+-- Input rows left out on purpose by --fraction / --limit (per dataset): not rejects, so counted
 -- apart from them. `limit_reached`: the ingest stopped at --limit and did not read the rest of the input.
 CREATE TABLE IF NOT EXISTS not_selected (
     dataset       VARCHAR PRIMARY KEY,
