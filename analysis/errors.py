@@ -15,13 +15,14 @@ class UserError(ValueError):
 
 # Exception classes (by module prefix and name) that come from user input rather than from a bug.
 _USER_MODULES = ("huggingface_hub", "datasets", "requests", "urllib3", "httpx")
+# (ValueError and OSError subclasses, e.g. StoreLocked, BadGzipFile, UnicodeDecodeError, are user errors anyway.)
 _USER_NAMES = {"HFValidationError", "RepositoryNotFoundError", "LocalEntryNotFoundError", "EntryNotFoundError",
                "DatasetNotFoundError", "DataFilesNotFoundError", "GatedRepoError", "RevisionNotFoundError",
-               "StoreLocked", "BadGzipFile", "EOFError", "UnicodeDecodeError", "IOException",
-               "ConnectionException", "PermissionException", "CatalogException"}
+               "IOException", "ConnectionException", "PermissionException", "CatalogException"}
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (library errors often span many)."""
     text = str(exc).strip() or type(exc).__name__
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return lines[0] if lines else text
@@ -32,14 +33,14 @@ def describe(exc: BaseException) -> str | None:
     name = type(exc).__name__
     module = type(exc).__module__ or ""
     if isinstance(exc, (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)):
-        return _first_line(exc)
-    if name == "EOFError" or isinstance(exc, EOFError):
-        return f"a compressed input file ends early (truncated download?): {_first_line(exc)}"
+        return first_line(exc)
+    if isinstance(exc, EOFError):
+        return f"a compressed input file ends early (truncated download?): {first_line(exc)}"
     if name in _USER_NAMES or module.split(".")[0] in _USER_MODULES:
-        msg = _first_line(exc)
-        if "not a valid DuckDB database file" in msg or "DuckDB" in msg and "version" in msg:
+        msg = first_line(exc)
+        if "not a valid DuckDB database file" in msg or ("DuckDB" in msg and "version" in msg):
             return f"{msg} -- point --db at a results file written by `seam` (or a new path)"
         return msg
     if isinstance(exc, (ValueError, OSError)):
-        return _first_line(exc)
+        return first_line(exc)
     return None

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from analysis.errors import UserError
+from analysis.errors import UserError, first_line
 
 FORMATS = ("trl", "stackexchange", "hh", "gold")
 BUILTINS = ("builtin:chatterbot",)
@@ -458,9 +458,8 @@ def _hf_records(source: str, *, split: str, data_dir: str | None) -> Iterator[di
     try:
         ds = load_dataset(source, data_dir=data_dir, split=split, streaming=True)
     except Exception as exc:  # surface which reference failed; the original error stays chained
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"could not load dataset {source!r} (split={split!r}, data_dir={data_dir!r}) "
-                        f"with HF datasets: {first}; check the path or the dataset id") from exc
+                        f"with HF datasets: {first_line(exc)}; check the path or the dataset id") from exc
     return (dict(row) for row in ds)
 
 

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from analysis.errors import UserError
+from analysis.errors import UserError, first_line
 from analysis.models.resolve import BUILTIN_PREFIX, BUILTINS
 
 # A Hugging Face repo id: "name" or "org/name" (letters, digits, - _ .), no leading dot or slash.
@@ -100,9 +100,8 @@ def check_model(ref: str, role: str, shown: str | None = None) -> None:
     try:
         HfApi().model_info(ref, timeout=10)
     except Exception as exc:  # noqa: BLE001 - any failure means the model cannot be loaded either
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"{flag} {name}: no such local folder, not in the Hugging Face cache, and the hub "
-                        f"lookup failed ({first}); check the reference or your network") from exc
+                        f"lookup failed ({first_line(exc)}); check the reference or your network") from exc
 
 
 def check_models(policies: Iterable[str] = (), rewards: Iterable[str] = (),
