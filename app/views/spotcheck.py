@@ -168,17 +168,10 @@ def labeling() -> None:
         key = pair_key(p["a_id"], p["b_id"])
         st.session_state["current_pair"] = key
         args = (p["a_id"], p["b_id"], left_id, p["sample_id"])
-        b1, b2, b3, b4, b5, b6 = st.columns([2, 2, 1, 1, 1, 3])
-        b1.button("A is better", key=f"lab_a|{key}", shortcut="A", on_click=record, args=("left", *args),
-                  type="primary", width="stretch")
-        b2.button("B is better", key=f"lab_b|{key}", shortcut="B", on_click=record, args=("right", *args),
-                  type="primary", width="stretch")
-        b3.button("Tie", key=f"lab_tie|{key}", shortcut="T", on_click=record, args=("tie", *args), width="stretch")
-        b4.button("Skip", key=f"lab_skip|{key}", shortcut="S", on_click=record, args=("skip", *args),
-                  width="stretch")
-        b5.button("Undo", key="undo", shortcut="U", on_click=undo, width="stretch",
-                  disabled="last_label" not in st.session_state)
-        b6.progress(n_done / len(queue), text=f"{n_done} of {len(queue)} pairs in this queue labeled by you")
+        # The buttons sit above the pair but are sent after it: the browser draws the new pair's text before
+        # the buttons that label it exist, so a fast keypress can never label a pair whose text is not shown
+        # yet (a keypress that still hits the previous pair's button names a pair no longer current: ignored).
+        buttons = st.container()
         st.caption("Keyboard: A, B, T (tie), S (skip), U (undo). Model scores and which side is gold stay hidden "
                    "until you label.")
         with st.container(border=True, height=110):
@@ -189,6 +182,18 @@ def labeling() -> None:
                 st.markdown(f"**{name}**")
                 common.cut_marker(prov)
                 st.text(text)
+        with buttons:
+            b1, b2, b3, b4, b5, b6 = st.columns([2, 2, 1, 1, 1, 3])
+            b1.button("A is better", key=f"lab_a|{key}", shortcut="A", on_click=record, args=("left", *args),
+                      type="primary", width="stretch")
+            b2.button("B is better", key=f"lab_b|{key}", shortcut="B", on_click=record, args=("right", *args),
+                      type="primary", width="stretch")
+            b3.button("Tie", key=f"lab_tie|{key}", shortcut="T", on_click=record, args=("tie", *args), width="stretch")
+            b4.button("Skip", key=f"lab_skip|{key}", shortcut="S", on_click=record, args=("skip", *args),
+                      width="stretch")
+            b5.button("Undo", key="undo", shortcut="U", on_click=undo, width="stretch",
+                      disabled="last_label" not in st.session_state)
+            b6.progress(n_done / len(queue), text=f"{n_done} of {len(queue)} pairs in this queue labeled by you")
     last = st.session_state.get("last_label")
     if last:
         reveal(last)
