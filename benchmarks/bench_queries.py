@@ -9,7 +9,7 @@ file read-only, run, fetch, close (the app's cache is bypassed, so these are col
     SEAM_DUCKDB_MEMORY=3GB python benchmarks/bench_queries.py [--sizes 100000 1000000 3000000] [--reps 7] [--pages]
 
 DBs are cached as /tmp/seam_bench/raw_<n>.duckdb (shared with bench_finalize.py). Prints one line per
-query (page, function, p50, p95, result rows) per size, then p95 side by side with the growth ratio
+query (page, function, p50 and p95 per size, sizes interleaved), then p95 side by side with the growth ratio
 between the last two sizes, and with --pages the seconds of each page's full run (AppTest).
 """
 
@@ -130,35 +130,46 @@ def ensure_db(cache: Path, n: int, policy_frac: float) -> Path:
     return db
 
 
-def time_queries(db: Path, reps: int) -> dict[tuple[str, str], tuple[float, float, int]]:
-    """{(page, query): (p50 s, p95 s, rows)} for every benchmark case on `db`."""
-    con = store.connect(db, read_only=True)
-    con.execute("SET enable_progress_bar = false")
-    opts = filter_options(con)
-    st = db_status(con)
-    todo = cases(opts, con)
-    con.close()
-    print(f"\nDB {db}: {st['samples']:,} samples, {st['metrics']:,} seam_metrics rows; {reps} reps per query "
-          "(each: connect read-only, query, fetch, close)")
-    print(f"{'page':<14} {'query':<42} {'p50 ms':>9} {'p95 ms':>9} {'rows':>7}")
-    out = {}
-    for page, name, fn, a, kw in todo:
-        times, rows = [], 0
+def time_queries(dbs: dict[str, Path], reps: int) -> dict[str, dict[tuple[str, str], tuple[float, float, int]]]:
+    """{size label: {(page, query): (p50 s, p95 s, rows)}} for every benchmark case on every DB.
+
+    Sizes are interleaved (each repetition of a query runs on every DB in turn), so a load spike from
+    other work on the machine hits all sizes alike and the growth ratios stay meaningful."""
+    todo = {}
+    for label, db in dbs.items():
+        con = store.connect(db, read_only=True)
+        con.execute("SET enable_progress_bar = false")
+        opts, st = filter_options(con), db_status(con)
+        todo[label] = cases(opts, con)
+        con.close()
+        print(f"DB {label}: {db}, {st['samples']:,} samples, {st['metrics']:,} seam_metrics rows")
+    print(f"{reps} reps per query and size, sizes interleaved (each: connect read-only, query, fetch, close)")
+    labels = list(dbs)
+    print(f"{'page':<14} {'query':<42} " + " ".join(f"{'p50 ' + l:>14} {'p95 ' + l:>14}" for l in labels))
+    out: dict = {label: {} for label in labels}
+    for i, (page, name, *_rest) in enumerate(todo[labels[0]]):
+        times: dict = {label: [] for label in labels}
+        rows: dict = {}
         for _ in range(reps):
-            t0 = time.perf_counter()
-            c = store.connect(db, read_only=True)
-            c.execute("SET enable_progress_bar = false")
-            try:
-                res = fn(c, *a, **kw)
-            finally:
-                c.close()
-            times.append(time.perf_counter() - t0)
-            rows = len(res[0]) if isinstance(res, tuple) else (len(res) if hasattr(res, "__len__") else 1)
-        times.sort()
-        p50 = statistics.median(times)
-        p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
-        print(f"{page:<14} {name:<42} {1000 * p50:9.0f} {1000 * p95:9.0f} {rows:7d}", flush=True)
-        out[(page, name)] = (p50, p95, rows)
+            for label in labels:
+                _page, _name, fn, a, kw = todo[label][i]
+                t0 = time.perf_counter()
+                c = store.connect(dbs[label], read_only=True)
+                c.execute("SET enable_progress_bar = false")
+                try:
+                    res = fn(c, *a, **kw)
+                finally:
+                    c.close()
+                times[label].append(time.perf_counter() - t0)
+                rows[label] = len(res[0]) if isinstance(res, tuple) else (len(res) if hasattr(res, "__len__") else 1)
+        cells = []
+        for label in labels:
+            ts = sorted(times[label])
+            p50 = statistics.median(ts)
+            p95 = ts[min(len(ts) - 1, int(round(0.95 * (len(ts) - 1))))]
+            out[label][(page, name)] = (p50, p95, rows[label])
+            cells.append(f"{1000 * p50:14.0f} {1000 * p95:14.0f}")
+        print(f"{page:<14} {name:<42} " + " ".join(cells), flush=True)
     return out
 
 
@@ -209,11 +220,8 @@ def main() -> None:
     cache.mkdir(parents=True, exist_ok=True)
     dbs = [(Path(args.db).name, Path(args.db))] if args.db else \
         [(f"{n:,}", ensure_db(cache, n, args.policy_frac)) for n in args.sizes]
-    res, pages = {}, {}
-    for label, db in dbs:
-        res[label] = time_queries(db, args.reps)
-        if args.pages:
-            pages[label] = time_pages(db, max(1, args.reps // 3))
+    res = time_queries(dict(dbs), args.reps)
+    pages = {label: time_pages(db, max(1, args.reps // 3)) for label, db in dbs} if args.pages else {}
     labels = list(res)
     print("\np95 ms per query and size" + (f"; growth = p95 {labels[-1]} / p95 {labels[-2]} (target <= 1.3)"
                                            if len(labels) > 1 else ""))

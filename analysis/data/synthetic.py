@@ -41,6 +41,8 @@ TEMPLATES = ("How do I {v} {n}?", "What is the best way to {v} {n}?", "Can you {
              "Why is it hard to {v} {n}?", "Give me steps to {v} {n}.")
 REJECT_REASONS = ("missing prompt", "empty chosen response", "invalid JSON", "prompt too long")
 
+CHUNK = 250_000  # samples per insert batch (memory is bounded by a chunk, not by n_samples)
+
 # Latent quality (mean, spread) of each variant's responses: gold is best, adv perturbations stay close
 # to gold (hard for an RM), contrast answers are off-topic (easy), policy samples vary widely.
 LATENT = {"gold": (1.0, 0.3), "contrast": (-0.2, 0.5), "adv": (0.6, 0.35), "rejected": (0.3, 0.6),
@@ -113,92 +115,100 @@ def make_synthetic_db(path: str | Path, n_samples: int, *, k: int = 4,
             INSERT INTO samples (sample_id, dataset, source_row, source, prompt, gold, rejected, meta)
             SELECT sample_id, dataset, i, source, prompt, gold, rejected, '{"synthetic": true}' FROM _s
         """)
-        # -- responses (with their latent quality, dropped after scoring)
-        parts = [f"""
-            SELECT sample_id, 'gold' AS variant, 0 AS idx, gold AS text, NULL AS provenance, len(gold_words) AS nw,
-                   {LATENT['gold'][0]} + {LATENT['gold'][1]} * _n(i, 0, 'q-gold') AS q
-            FROM _s"""]
-        if "rejected" in variants:
-            parts.append(f"""
-            SELECT sample_id, 'rejected', 0, rejected, '{{"source": "dataset"}}', len(rej_words),
-                   {LATENT['rejected'][0]} + {LATENT['rejected'][1]} * _n(i, 0, 'q-rej')
-            FROM _s""")
-        if "contrast" in variants:
-            parts.append(f"""
-            SELECT s.sample_id, 'contrast', j::INTEGER, o.gold,
-                   json_object('neighbour', o.sample_id,
-                               'similarity', round(0.45 + 0.4 * _u(s.i, j, 'sim'), 4)),
-                   len(o.gold_words),
-                   {LATENT['contrast'][0]} + {LATENT['contrast'][1]} * _n(s.i, j, 'q-con')
-            FROM _s s CROSS JOIN range({k}) r(j)
-            JOIN _s o ON o.i = (s.i + 1 + j * 7 + (hash(s.i, 'nb', {seed}) % 97)::BIGINT) % {int(n_samples)}""")
-        if "adv" in variants:
-            kinds = _sql_list(("char_swap", "word_drop", "word_swap", "number_change", "sentence_shuffle"))
-            parts.append(f"""
-            SELECT sample_id, 'adv', j::INTEGER, array_to_string(w, ' '),
-                   json_object('kinds', [_pick({kinds}, i, j, 'k1'), _pick({kinds}, i, j, 'k2')],
-                               'seed', {seed}, 'rate', 0.15),
-                   len(w), {LATENT['adv'][0]} + {LATENT['adv'][1]} * _n(i, j, 'q-adv')
-            FROM (
-                SELECT s.sample_id, s.i, j,
-                       list_filter(list_transform(s.gold_words, lambda x, t:
-                                        CASE WHEN _u(s.i, j * 1000 + t, 'sw') < 0.15
-                                             THEN _pick({words}, s.i, j * 1000 + t, 'a') ELSE x END),
-                                   lambda x, t: _u(s.i, j * 1000 + t, 'dr') >= 0.08) AS w
-                FROM _s s, range({k}) r(j)
-            )""")
-        if "generated" in variants:
-            parts.append(f"""
-            SELECT s.sample_id, 'generated', j::INTEGER,
-                   'I am not sure, but ' || array_to_string(list_transform(range(3 + (hash(s.i, j, 'gl') % 12)::INTEGER),
-                                                         lambda t: _pick({words}, s.i, j * 100 + t, 'gw')), ' '),
-                   json_object('generator', {_sql_list(policies[:1])}[1], 'instruction', 'answer badly'),
-                   8 + (hash(s.i, j, 'gl') % 12)::INTEGER,
-                   {LATENT['generated'][0]} + {LATENT['generated'][1]} * _n(s.i, j, 'q-gen')
-            FROM _s s, range({k}) r(j)""")
-        if policy_n > 0 and policy_frac > 0:
-            pols = _sql_list(policies)
-            parts.append(f"""
-            SELECT s.sample_id, 'policy', (p * {policy_n} + j)::INTEGER,
-                   array_to_string(list_transform(range(5 + (hash(s.i, p, j, 'pl') % 35)::INTEGER),
-                                                  lambda t: _pick({words}, s.i, p * 10000 + j * 100 + t, 'pw')), ' '),
-                   json_object('generator', {pols}[p + 1], 'temperature', 1.0, 'sample', j),
-                   5 + (hash(s.i, p, j, 'pl') % 35)::INTEGER,
-                   {LATENT['policy'][0]} + 0.2 * p + {LATENT['policy'][1]} * _n(s.i, p * 100 + j, 'q-pol')
-            FROM _s s, range({len(policies)}) rp(p), range({policy_n}) r(j)
-            WHERE _u(s.i, 0, 'polfrac') < {float(policy_frac)}""")
-        con.execute("CREATE TEMP TABLE _r AS SELECT md5(sample_id || chr(0) || variant || chr(0) || idx::VARCHAR"
-                    " || chr(0) || text) AS response_id, * FROM (" + " UNION ALL ".join(parts) + ")")
-        con.execute("""
-            INSERT INTO responses (response_id, sample_id, variant, idx, text, provenance)
-            SELECT response_id, sample_id, variant, idx, text, provenance FROM _r
-        """)
         # -- models: listed weakest to strongest; skill in (0, 1]
         for role, refs in (("policy", policies), ("reward", rewards)):
             for m, ref in enumerate(refs):
                 skill = (m + 1) / len(refs)
                 store.upsert_model(con, ref, role, f"synthetic://{ref}", "0" * 64,
                                    {"synthetic": True, "skill": skill, "family": "synthetic"})
-        # -- PM scores: the better PM tracks quality more closely; longer answers have lower mean log-prob
-        for m, ref in enumerate(policies):
-            skill = (m + 1) / len(policies)
-            con.execute(f"""
-                INSERT INTO pm_scores (response_id, policy, logprob_sum, n_tokens, logprob_mean)
-                SELECT response_id, ?, lm * nt, nt, lm FROM (
-                    SELECT response_id, (round(nw * 1.3) + 1)::INTEGER AS nt,
-                           least(-0.05, -2.2 + {0.25 + 0.5 * skill} * q - 0.004 * nw
-                                        + 0.25 * _n(hash(response_id), {m}, 'pm')) AS lm
-                    FROM _r)
-            """, [ref])
-        # -- RM scores: a weaker RM is noisier; all RMs like length a bit (the classic hack)
-        for m, ref in enumerate(rewards):
-            skill = (m + 1) / len(rewards)
-            con.execute(f"""
-                INSERT INTO rm_scores (response_id, reward, score)
-                SELECT response_id, ?, round(1.5 * q + 0.012 * (nw - 20) + {1.3 - 0.8 * skill}
-                                            * _n(hash(response_id), {m}, 'rm'), 5)
-                FROM _r
-            """, [ref])
+        # -- responses and scores, one chunk of samples at a time: each INSERT into a keyed table then holds
+        # one chunk's rows, so building 1M+ samples stays within the writer's memory cap.
+        for lo in range(0, int(n_samples), CHUNK):
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _sc AS SELECT * FROM _s WHERE i >= {lo} AND i < {lo + CHUNK}")
+            # -- responses (with their latent quality, dropped after scoring)
+            parts = [f"""
+                SELECT sample_id, 'gold' AS variant, 0 AS idx, gold AS text, NULL AS provenance, len(gold_words) AS nw,
+                       {LATENT['gold'][0]} + {LATENT['gold'][1]} * _n(i, 0, 'q-gold') AS q
+                FROM _sc"""]
+            if "rejected" in variants:
+                parts.append(f"""
+                SELECT sample_id, 'rejected', 0, rejected, '{{"source": "dataset"}}', len(rej_words),
+                       {LATENT['rejected'][0]} + {LATENT['rejected'][1]} * _n(i, 0, 'q-rej')
+                FROM _sc""")
+            if "contrast" in variants:
+                parts.append(f"""
+                SELECT s.sample_id, 'contrast', j::INTEGER, o.gold,
+                       json_object('neighbour', o.sample_id,
+                                   'similarity', round(0.45 + 0.4 * _u(s.i, j, 'sim'), 4)),
+                       len(o.gold_words),
+                       {LATENT['contrast'][0]} + {LATENT['contrast'][1]} * _n(s.i, j, 'q-con')
+                FROM _sc s CROSS JOIN range({k}) r(j)
+                JOIN _s o ON o.i = (s.i + 1 + j * 7 + (hash(s.i, 'nb', {seed}) % 97)::BIGINT) % {int(n_samples)}""")
+            if "adv" in variants:
+                kinds = _sql_list(("char_swap", "word_drop", "word_swap", "number_change", "sentence_shuffle"))
+                parts.append(f"""
+                SELECT sample_id, 'adv', j::INTEGER, array_to_string(w, ' '),
+                       json_object('kinds', [_pick({kinds}, i, j, 'k1'), _pick({kinds}, i, j, 'k2')],
+                                   'seed', {seed}, 'rate', 0.15),
+                       len(w), {LATENT['adv'][0]} + {LATENT['adv'][1]} * _n(i, j, 'q-adv')
+                FROM (
+                    SELECT s.sample_id, s.i, j,
+                           list_filter(list_transform(s.gold_words, lambda x, t:
+                                            CASE WHEN _u(s.i, j * 1000 + t, 'sw') < 0.15
+                                                 THEN _pick({words}, s.i, j * 1000 + t, 'a') ELSE x END),
+                                       lambda x, t: _u(s.i, j * 1000 + t, 'dr') >= 0.08) AS w
+                    FROM _sc s, range({k}) r(j)
+                )""")
+            if "generated" in variants:
+                parts.append(f"""
+                SELECT s.sample_id, 'generated', j::INTEGER,
+                       'I am not sure, but ' || array_to_string(list_transform(range(3 + (hash(s.i, j, 'gl') % 12)::INTEGER),
+                                                             lambda t: _pick({words}, s.i, j * 100 + t, 'gw')), ' '),
+                       json_object('generator', {_sql_list(policies[:1])}[1], 'instruction', 'answer badly'),
+                       8 + (hash(s.i, j, 'gl') % 12)::INTEGER,
+                       {LATENT['generated'][0]} + {LATENT['generated'][1]} * _n(s.i, j, 'q-gen')
+                FROM _sc s, range({k}) r(j)""")
+            if policy_n > 0 and policy_frac > 0:
+                pols = _sql_list(policies)
+                parts.append(f"""
+                SELECT s.sample_id, 'policy', (p * {policy_n} + j)::INTEGER,
+                       array_to_string(list_transform(range(5 + (hash(s.i, p, j, 'pl') % 35)::INTEGER),
+                                                      lambda t: _pick({words}, s.i, p * 10000 + j * 100 + t, 'pw')), ' '),
+                       json_object('generator', {pols}[p + 1], 'temperature', 1.0, 'sample', j),
+                       5 + (hash(s.i, p, j, 'pl') % 35)::INTEGER,
+                       {LATENT['policy'][0]} + 0.2 * p + {LATENT['policy'][1]} * _n(s.i, p * 100 + j, 'q-pol')
+                FROM _sc s, range({len(policies)}) rp(p), range({policy_n}) r(j)
+                WHERE _u(s.i, 0, 'polfrac') < {float(policy_frac)}""")
+            con.execute("CREATE TEMP TABLE _r AS SELECT md5(sample_id || chr(0) || variant || chr(0) || idx::VARCHAR"
+                        " || chr(0) || text) AS response_id, * FROM (" + " UNION ALL ".join(parts) + ")")
+            con.execute("""
+                INSERT INTO responses (response_id, sample_id, variant, idx, text, provenance)
+                SELECT response_id, sample_id, variant, idx, text, provenance FROM _r
+            """)
+            # -- PM scores: the better PM tracks quality more closely; longer answers have lower mean log-prob
+            for m, ref in enumerate(policies):
+                skill = (m + 1) / len(policies)
+                con.execute(f"""
+                    INSERT INTO pm_scores (response_id, policy, logprob_sum, n_tokens, logprob_mean)
+                    SELECT response_id, ?, lm * nt, nt, lm FROM (
+                        SELECT response_id, (round(nw * 1.3) + 1)::INTEGER AS nt,
+                               least(-0.05, -2.2 + {0.25 + 0.5 * skill} * q - 0.004 * nw
+                                            + 0.25 * _n(hash(response_id), {m}, 'pm')) AS lm
+                        FROM _r)
+                """, [ref])
+            # -- RM scores: a weaker RM is noisier; all RMs like length a bit (the classic hack)
+            for m, ref in enumerate(rewards):
+                skill = (m + 1) / len(rewards)
+                con.execute(f"""
+                    INSERT INTO rm_scores (response_id, reward, score)
+                    SELECT response_id, ?, round(1.5 * q + 0.012 * (nw - 20) + {1.3 - 0.8 * skill}
+                                                * _n(hash(response_id), {m}, 'rm'), 5)
+                    FROM _r
+                """, [ref])
+            con.execute("DROP TABLE _r; DROP TABLE _sc")
+            # Commit each chunk: a transaction's uncommitted rows (and their key checks) stay in memory.
+            con.execute("COMMIT")
+            con.execute("BEGIN TRANSACTION")
         # -- prompt map: one blob per topic
         con.execute(f"""
             INSERT INTO prompt_map (sample_id, x, y)
@@ -234,7 +244,7 @@ def make_synthetic_db(path: str | Path, n_samples: int, *, k: int = 4,
                     current_timestamp - INTERVAL 1 MINUTE, current_timestamp, ?, '{}', ?, ?)
         """, [json.dumps(config), json.dumps(config), json.dumps({"policy": list(policies), "reward": list(rewards)}),
               json.dumps({"samples": n_samples, "rejects": n_rej})])
-        con.execute("DROP TABLE _r; DROP TABLE _s")
+        con.execute("DROP TABLE _s")
         if finalize:
             store.finalize(con)
     return path

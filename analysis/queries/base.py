@@ -67,6 +67,22 @@ def _in(col: str, name: str, values: Sequence[str] | None, params: dict) -> str:
     return f"list_contains(${name}::VARCHAR[], {col})"
 
 
+def rows_by_key(con: duckdb.DuckDBPyConnection, table: str, column: str, keys: Sequence[str],
+                columns: str = "*") -> pd.DataFrame:
+    """Rows of `table` whose `column` is one of `keys`, through the column's single-column index.
+
+    DuckDB uses an index only for a plain `column = value` / `column IN (values)` filter: a join, an IN
+    subquery or one more condition in the same WHERE turns the lookup into a scan of the whole table
+    (measured at 100k samples: 2.5 ms vs 40-130 ms, growing with the data). So the keys go in as an
+    IN list of parameters and callers filter the (few) rows further in pandas."""
+    keys = list(dict.fromkeys(keys))
+    if not keys:
+        return _df(con, f"SELECT {columns} FROM {table} LIMIT 0")
+    params = {f"k{i}": k for i, k in enumerate(keys)}
+    return _df(con, f"SELECT {columns} FROM {table} WHERE {column} IN ({', '.join('$' + p for p in params)})",
+               params)
+
+
 def metric_column(metric: str) -> str:
     """The whitelisted column of a per-sample metric name (ValueError otherwise)."""
     try:

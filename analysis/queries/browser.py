@@ -13,7 +13,7 @@ from typing import Sequence
 import duckdb
 import pandas as pd
 
-from analysis.queries.base import _df, _in
+from analysis.queries.base import _df, _in, rows_by_key
 from analysis.queries.selection import Selection
 
 BROWSER_SORTS = {"seam": "m.seam", "seam_rel": "m.seam_rel", "hack_rate": "m.hack_rate",
@@ -126,18 +126,21 @@ def sample_responses(con: duckdb.DuckDBPyConnection, sample_id: str, *, variant:
     """Gold + the variant's responses of one sample with PM log-probs, token counts, reward, provenance.
 
     `hack` marks worse responses the RM scores above gold. Columns: response_id, variant, idx, text,
-    provenance, logprob_sum, logprob_mean, n_tokens, reward_score, hack.
+    provenance, logprob_sum, logprob_mean, n_tokens, reward_score, hack. Index lookups only (`rows_by_key`),
+    so the cost does not grow with the DB.
     """
-    return _df(con, """
-        WITH r AS (SELECT response_id, variant, idx, text, CAST(provenance AS VARCHAR) AS provenance
-                   FROM responses WHERE sample_id = $sid AND (variant = 'gold' OR variant = $variant))
-        SELECT r.*, p.logprob_sum, p.logprob_mean, p.n_tokens, s.score AS reward_score,
-               s.score > max(s.score) FILTER (WHERE r.variant = 'gold') OVER () AS hack
-        FROM r
-        LEFT JOIN pm_scores p ON p.response_id = r.response_id AND p.policy = $policy
-        LEFT JOIN rm_scores s ON s.response_id = r.response_id AND s.reward = $reward
-        ORDER BY r.variant <> 'gold', r.idx
-    """, {"sid": sample_id, "variant": variant, "policy": policy, "reward": reward})
+    r = rows_by_key(con, "responses", "sample_id", [sample_id],
+                    "response_id, variant, idx, text, CAST(provenance AS VARCHAR) AS provenance")
+    r = r[(r["variant"] == "gold") | (r["variant"] == variant)]
+    ids = list(r["response_id"])
+    p = rows_by_key(con, "pm_scores", "response_id", ids, "response_id, policy, logprob_sum, logprob_mean, n_tokens")
+    s = rows_by_key(con, "rm_scores", "response_id", ids, "response_id, reward, score AS reward_score")
+    out = (r.merge(p[p["policy"] == policy].drop(columns="policy"), on="response_id", how="left")
+            .merge(s[s["reward"] == reward].drop(columns="reward"), on="response_id", how="left"))
+    gold = out.loc[out["variant"] == "gold", "reward_score"].max()
+    out["hack"] = out["reward_score"] > gold
+    out = out.assign(_worse=out["variant"] != "gold").sort_values(["_worse", "idx"], kind="stable")
+    return out.drop(columns="_worse").reset_index(drop=True)
 
 
 def responses_by_ids(con: duckdb.DuckDBPyConnection, response_ids: Sequence[str]) -> pd.DataFrame:
@@ -151,15 +154,13 @@ def responses_by_ids(con: duckdb.DuckDBPyConnection, response_ids: Sequence[str]
 def response_scores(con: duckdb.DuckDBPyConnection, response_ids: Sequence[str]) -> pd.DataFrame:
     """Every score of some responses, long form: response_id, variant, role, model, value.
 
-    value is the RM reward (role 'reward') or the PM mean token log-prob (role 'policy').
+    value is the RM reward (role 'reward') or the PM mean token log-prob (role 'policy'). Index lookups only.
     """
-    ids = list(response_ids)
-    return _df(con, """
-        WITH r AS (SELECT response_id, variant FROM responses WHERE response_id IN (SELECT unnest($ids::VARCHAR[])))
-        SELECT r.response_id, r.variant, 'reward' AS role, s.reward AS model, s.score AS value
-        FROM r JOIN rm_scores s USING (response_id)
-        UNION ALL
-        SELECT r.response_id, r.variant, 'policy', p.policy, p.logprob_mean
-        FROM r JOIN pm_scores p USING (response_id)
-        ORDER BY role, model, response_id
-    """, {"ids": ids})
+    r = rows_by_key(con, "responses", "response_id", response_ids, "response_id, variant")
+    ids = list(r["response_id"])
+    rm = rows_by_key(con, "rm_scores", "response_id", ids, "response_id, 'reward' AS role, reward AS model, score AS value")
+    pm = rows_by_key(con, "pm_scores", "response_id", ids,
+                     "response_id, 'policy' AS role, policy AS model, logprob_mean AS value")
+    out = r.merge(pd.concat([rm, pm], ignore_index=True), on="response_id")
+    return out[["response_id", "variant", "role", "model", "value"]].sort_values(
+        ["role", "model", "response_id"], kind="stable").reset_index(drop=True)

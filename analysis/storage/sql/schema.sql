@@ -142,7 +142,12 @@ SELECT sample_id, variant, policy, reward, seam, seam_rel, hack_rate, k FROM sea
 CREATE TABLE IF NOT EXISTS rm_accuracy (
     reward VARCHAR, variant VARCHAR, n INTEGER, correct INTEGER, wrong INTEGER, ties INTEGER
 );
+-- Point lookups of the dashboard (one sample's responses and their scores: the browser's detail panel, the
+-- spot-check reveal). DuckDB scans an index only on a single column, so the composite primary keys of the
+-- score tables do not serve `response_id = ?`; without these a lookup scans every score (seconds at 1M samples).
 CREATE INDEX IF NOT EXISTS responses_by_sample ON responses (sample_id);
+CREATE INDEX IF NOT EXISTS pm_scores_by_response ON pm_scores (response_id);
+CREATE INDEX IF NOT EXISTS rm_scores_by_response ON rm_scores (response_id);
 
 -- ---- seam rlhf-grid (real online-RL runs per PM x RM cell) -------------------------------------
 -- Rows written by `seam rlhf-grid` carry source = 'rlhf-grid:<grid hash>' and the columns below;
