@@ -62,7 +62,8 @@ class RLHFGridConfig:
                                        "(default: one trained on --judge-pairs pairs, labelled 'proxy judge')")
     judge_pairs: int | None = opt(None, help="training pairs of the default judge (default: all of --prompts)")
     # RL training (TRL RLOOConfig)
-    steps: int = opt(16, help="RL optimizer steps per cell (16: the 2x2 CPU default grid is estimated at 35-40 min; README)")
+    steps: int = opt(16, help="RL optimizer steps per cell (16: the 2x2 CPU default grid is estimated at "
+                              "35-40 min; README)")
     lr: float = opt(2e-5, help="learning rate (LoRA: use ~1e-4)")
     beta: float = opt(0.05, help="KL coefficient to the starting PM (r - beta*KL)")
     seed: int = opt(0, help="seed of training, sampling and the bootstrap")

@@ -334,7 +334,7 @@ def _rlhf_queue(cell):
     """The Spot-check page as alice, pairs "RLHF: start vs trained", one cell or all. Set through the widgets:
     AppTest does not apply a URL value to a segmented control."""
     at = _app({"annotator": "alice"}, page="views/spotcheck.py")
-    [w for w in at.get("button_group") if w.key == "c_kind"][0].set_value("rlhf").run()
+    next(w for w in at.get("button_group") if w.key == "c_kind").set_value("rlhf").run()
     if cell:
         at.selectbox(key="c_cell").set_value(cell).run()
     assert not at.exception, [e.value for e in at.exception]
@@ -350,7 +350,8 @@ def test_spotcheck_queues_rlhf_pairs_blind_per_cell_and_labels_them(tmp_path, mo
     db, cells = _grid_db_with_pairs(tmp_path, monkeypatch)
     c, pairs = cells[("pm-sft-1k", "rm-100k")]
     at = _rlhf_queue(c["cell_id"])
-    assert any("0 of 6 pairs" in str(p.proto) for p in at.get("progress")), [str(p.proto) for p in at.get("progress")]
+    progress = [str(p.proto) for p in at.get("progress")]
+    assert any("0 of 6 pairs" in p for p in progress), progress
     shown = [t.value for t in at.text]
     prompt = next(t for t in shown if t.startswith("prompt "))
     i = int(prompt.split()[1])
@@ -375,14 +376,15 @@ def test_spotcheck_queues_rlhf_pairs_blind_per_cell_and_labels_them(tmp_path, mo
     trained_left = [(json.loads(r.b_prov if r.swap else r.a_prov)["role"] == "trained policy") for r in q.itertuples()]
     assert 0 < sum(trained_left) < len(q), trained_left
     at2 = _rlhf_queue(None)
-    assert any("1 of 24 pairs" in str(p.proto) for p in at2.get("progress")), [str(p.proto) for p in at2.get("progress")]
+    progress = [str(p.proto) for p in at2.get("progress")]
+    assert any("1 of 24 pairs" in p for p in progress), progress
 
 
 def test_saturation_panel_prefers_human_labels_where_a_cell_has_them(tmp_path, monkeypatch, find_frame):
     from analysis.storage.labels import LabelStore
 
-    db, cells = _grid_db_with_pairs(tmp_path, monkeypatch)
-    c, pairs = cells[("pm-sft-1k", "rm-10k")]            # judge: 20% win rate; people: 5 of 6 trained wins
+    _, cells = _grid_db_with_pairs(tmp_path, monkeypatch)
+    pairs = cells[("pm-sft-1k", "rm-10k")][1]            # judge: 20% win rate; people: 5 of 6 trained wins
     ls = LabelStore(tmp_path / "labels.sqlite")
     for j, p in enumerate(pairs):
         better = p["start_id"] if j == 5 else p["trained_id"]
