@@ -40,3 +40,58 @@ def rlhf_curves(con: duckdb.DuckDBPyConnection, source: str) -> pd.DataFrame:
         return pd.DataFrame(columns=CURVE_COLUMNS)
     return _df(con, f"SELECT {', '.join(CURVE_COLUMNS)} FROM rlhf_curves WHERE source = $source"
                     " ORDER BY policy, reward, step", {"source": source})
+
+
+# ------------------------------------------------------------------ held-out pairs and their hand labels
+
+PAIR_CELL_COLUMNS = ["source", "cell_id", "policy", "reward", "n_pairs"]
+HUMAN_COLUMNS = ["cell_id", "n", "wins", "ties", "losses", "human", "human_lo", "human_hi"]
+
+
+def has_eval_pairs(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the DB has the held-out evaluation pairs relation (DBs of older versions have not)."""
+    return relation_exists(con, "rlhf_eval_pairs")
+
+
+def rlhf_pair_cells(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Cells with stored held-out pairs (what the Spot-check page can queue), one row per cell."""
+    if not has_eval_pairs(con):
+        return pd.DataFrame(columns=PAIR_CELL_COLUMNS)
+    return _df(con, """SELECT source, cell_id, policy, reward, count(*) AS n_pairs FROM rlhf_eval_pairs
+                       GROUP BY ALL ORDER BY source, policy, reward, cell_id""")
+
+
+def rlhf_human_win(con: duckdb.DuckDBPyConnection, labels: pd.DataFrame, *, n_resamples: int = 2000,
+                   seed: int = 0) -> pd.DataFrame:
+    """Per cell: the hand-labeled win rate of the trained policy over the starting PM on its held-out pairs.
+
+    `labels`: consensus labels (a_id, b_id, label 'a' | 'b' | 'tie'; `analysis.storage.labels.consensus`),
+    matched to `rlhf_eval_pairs` by the two answer ids in either order. A trained win counts 1, a tie 1/2, a
+    start win 0 — the judge's win rate definition (`analysis.stats.rlhf.win_rate`, same bootstrap), so the
+    two are comparable and the page can show one in place of the other. Cells without labels are absent.
+    Columns: cell_id, n (labeled pairs), wins, ties, losses, human, human_lo, human_hi.
+    """
+    from analysis.stats.rlhf import win_rate
+
+    if labels is None or len(labels) == 0 or not has_eval_pairs(con):
+        return pd.DataFrame(columns=HUMAN_COLUMNS)
+    lab = labels[labels["label"].isin(["a", "b", "tie"])][["a_id", "b_id", "label"]].copy()
+    con.register("_labels_in", lab)
+    try:
+        got = _df(con, """
+            SELECT e.cell_id, e.idx,
+                   CASE WHEN l.label = 'tie' THEN 0.5
+                        WHEN (l.label = 'a') = (l.a_id = e.trained_id) THEN 1.0 ELSE 0.0 END AS win
+            FROM rlhf_eval_pairs e JOIN _labels_in l
+              ON (l.a_id = e.start_id AND l.b_id = e.trained_id) OR (l.a_id = e.trained_id AND l.b_id = e.start_id)
+            ORDER BY e.cell_id, e.idx
+        """)
+    finally:
+        con.unregister("_labels_in")
+    rows = []
+    for cid, g in got.groupby("cell_id", sort=True):
+        w = g["win"].to_numpy()
+        p, lo, hi, n = win_rate(w, 1.0 - w, n_resamples=n_resamples, seed=seed)   # items: 1, 1/2, 0 as above
+        rows.append(dict(cell_id=cid, n=n, wins=int((w == 1).sum()), ties=int((w == 0.5).sum()),
+                         losses=int((w == 0).sum()), human=p, human_lo=lo, human_hi=hi))
+    return pd.DataFrame(rows, columns=HUMAN_COLUMNS)

@@ -11,7 +11,8 @@ from analysis.queries.base import _df, add_wilson, rows_by_key
 
 def spotcheck_pairs(con: duckdb.DuckDBPyConnection, *, kind: str = "policy", n: int = 50, seed: int = 0,
                     variant: str = "rejected", generator: str | None = None,
-                    stratify: str | None = None, exclude_truncated: bool = True) -> pd.DataFrame:
+                    stratify: str | None = None, exclude_truncated: bool = True,
+                    cell: str | None = None) -> pd.DataFrame:
     """A deterministic random sample of pairs to label blind.
 
     kind 'policy': two PM samples (variant 'policy', same generator) of one prompt — the paper's
@@ -25,9 +26,14 @@ def spotcheck_pairs(con: duckdb.DuckDBPyConnection, *, kind: str = "policy", n: 
 
     Columns: sample_id, dataset, source, prompt, a_id, a_text, a_prov, b_id, b_text, b_prov, swap,
     generator, kind (a_prov / b_prov: provenance JSON text, for the "cut at N tokens" marker).
+
+    kind 'rlhf': the held-out pairs of `seam rlhf-grid` (starting PM vs trained policy on one prompt), of
+    one cell (`cell` = its cell_id) or of all cells; see `rlhf_eval_pairs`.
     """
+    if kind == "rlhf":
+        return rlhf_eval_queue(con, n=n, seed=seed, cell=cell)
     if kind not in ("policy", "dataset"):
-        raise ValueError("kind must be 'policy' or 'dataset'")
+        raise ValueError("kind must be 'policy', 'dataset' or 'rlhf'")
     strat = {"dataset": "s.dataset", "source": "coalesce(s.source, '')", None: "''"}.get(stratify)
     if strat is None:
         raise ValueError("stratify must be None, 'dataset' or 'source'")
@@ -90,6 +96,50 @@ def spotcheck_pairs(con: duckdb.DuckDBPyConnection, *, kind: str = "policy", n: 
                (hash(p.a_id, p.b_id, $seed + 1) % 2) = 1 AS swap, p.generator, '{kind}' AS kind
         FROM chosen c JOIN pairs p USING (sample_id)
         ORDER BY c.srn, c.h, c.sample_id
+    """, params)
+
+
+QUEUE_COLUMNS = ["sample_id", "dataset", "source", "prompt", "a_id", "a_text", "a_prov", "b_id", "b_text", "b_prov",
+                 "swap", "generator", "kind"]
+
+
+def rlhf_eval_queue(con: duckdb.DuckDBPyConnection, *, n: int = 50, seed: int = 0,
+                    cell: str | None = None) -> pd.DataFrame:
+    """Blind queue of `seam rlhf-grid` held-out pairs (starting PM vs trained policy), same columns as
+    `spotcheck_pairs`. Deterministic in (cell, seed, n); with all cells, cells take turns (one pair each per
+    round, hash order within a cell) so a short queue covers every cell equally. sample_id = the cell id
+    (what a label records), dataset = the grid; a_prov / b_prov say which answer is which (role, model,
+    judge score) for the reveal only — the page shows neither before the label is given."""
+    from analysis.queries.rlhf import has_eval_pairs
+
+    if not has_eval_pairs(con):
+        return pd.DataFrame(columns=QUEUE_COLUMNS)
+    params: dict = {"seed": int(seed), "n": max(1, min(int(n), 5000))}
+    where = ""
+    if cell:
+        params["cell"] = cell
+        where = "WHERE cell_id = $cell"
+    return _df(con, f"""
+        WITH e AS (
+            SELECT *, row_number() OVER (PARTITION BY cell_id ORDER BY hash(cell_id, idx, $seed), idx) AS rn
+            FROM rlhf_eval_pairs {where}),
+        chosen AS (SELECT * FROM e ORDER BY rn, hash(cell_id, $seed), cell_id LIMIT $n),
+        sides AS (
+            SELECT *, start_id < trained_id AS start_is_a,
+                   json_object('role', 'starting PM', 'model', policy, 'judge', start_judge) AS start_prov,
+                   json_object('role', 'trained policy', 'model', policy || ' + RL on ' || reward,
+                               'judge', trained_judge) AS trained_prov
+            FROM chosen)
+        SELECT cell_id AS sample_id, source AS dataset, CAST(NULL AS VARCHAR) AS source, prompt,
+               CASE WHEN start_is_a THEN start_id ELSE trained_id END AS a_id,
+               CASE WHEN start_is_a THEN start_text ELSE trained_text END AS a_text,
+               CAST(CASE WHEN start_is_a THEN start_prov ELSE trained_prov END AS VARCHAR) AS a_prov,
+               CASE WHEN start_is_a THEN trained_id ELSE start_id END AS b_id,
+               CASE WHEN start_is_a THEN trained_text ELSE start_text END AS b_text,
+               CAST(CASE WHEN start_is_a THEN trained_prov ELSE start_prov END AS VARCHAR) AS b_prov,
+               (hash(start_id, trained_id, $seed + 1) % 2) = 1 AS swap, CAST(NULL AS VARCHAR) AS generator,
+               'rlhf' AS kind
+        FROM sides ORDER BY rn, hash(cell_id, $seed), cell_id
     """, params)
 
 

@@ -42,6 +42,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "rlhf_results": ("policy", "reward", "score", "source"),
     "rlhf_curves": ("source", "cell_id", "policy", "reward", "step", "rm_reward", "rm_reward_std", "kl",
                     "mean_length", "loss", "entropy"),
+    "rlhf_eval_pairs": ("source", "cell_id", "policy", "reward", "idx", "prompt", "start_id", "start_text",
+                        "start_judge", "trained_id", "trained_text", "trained_judge"),
 }
 
 # The data tables (not views/macros) that `table_counts` reports.
@@ -440,9 +442,14 @@ def _has_rlhf_grid(con: duckdb.DuckDBPyConnection) -> bool:
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'rlhf_curves'").fetchone()[0] > 0
 
 
-def write_rlhf_cell(db: Path, result: dict, curves: Sequence[dict]) -> None:
-    """One finished `seam rlhf-grid` cell: its result row and training curve, in one transaction (so a
-    cell is either recorded whole or not at all, which is what makes the grid resumable)."""
+def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchone()[0] > 0
+
+
+def write_rlhf_cell(db: Path, result: dict, curves: Sequence[dict], pairs: Sequence[dict] = ()) -> None:
+    """One finished `seam rlhf-grid` cell: its result row, training curve and held-out evaluation pairs, in
+    one transaction (so a cell is either recorded whole or not at all, which is what makes the grid
+    resumable, and a labeled pair always belongs to a recorded cell)."""
     cols = [k for k in result]
     with writer(db) as con:
         con.execute(f"INSERT OR REPLACE INTO rlhf_results ({', '.join(cols)}, finished_at)"
@@ -450,6 +457,8 @@ def write_rlhf_cell(db: Path, result: dict, curves: Sequence[dict]) -> None:
                     [_jsonify(result[c]) for c in cols])
         con.execute("DELETE FROM rlhf_curves WHERE cell_id = ?", [result["cell_id"]])
         insert(con, "rlhf_curves", list(curves))
+        con.execute("DELETE FROM rlhf_eval_pairs WHERE cell_id = ?", [result["cell_id"]])
+        insert(con, "rlhf_eval_pairs", list(pairs))
 
 
 # ---------------------------------------------------------------- description (seam info, run summaries)
@@ -483,7 +492,9 @@ def describe(db: Path) -> dict:
             "rm_accuracy": q("SELECT * FROM rm_accuracy ORDER BY reward, variant"),
             "rlhf_grid": q("SELECT r.source, r.policy, r.reward, r.score AS win_rate, r.score_lo, r.score_hi,"
                            " r.kl, r.n_eval, r.steps, (SELECT count(*) FROM rlhf_curves c"
-                           " WHERE c.cell_id = r.cell_id) AS curve_steps FROM rlhf_results r"
+                           " WHERE c.cell_id = r.cell_id) AS curve_steps"
+                           + (", (SELECT count(*) FROM rlhf_eval_pairs e WHERE e.cell_id = r.cell_id) AS eval_pairs"
+                              if _has_table(con, "rlhf_eval_pairs") else "") + " FROM rlhf_results r"
                            " WHERE r.cell_id IS NOT NULL ORDER BY ALL") if _has_rlhf_grid(con) else [],
         }
     finally:

@@ -62,7 +62,8 @@ class RLHFGridConfig:
                                        "(default: one trained on --judge-pairs pairs, labelled 'proxy judge')")
     judge_pairs: int | None = opt(None, help="training pairs of the default judge (default: all of --prompts)")
     # RL training (TRL RLOOConfig)
-    steps: int = opt(24, help="RL optimizer steps per cell")
+    steps: int = opt(16, help="RL optimizer steps per cell (16: the 2x2 CPU default grid is estimated at "
+                              "35-40 min; README)")
     lr: float = opt(2e-5, help="learning rate (LoRA: use ~1e-4)")
     beta: float = opt(0.05, help="KL coefficient to the starting PM (r - beta*KL)")
     seed: int = opt(0, help="seed of training, sampling and the bootstrap")
@@ -377,7 +378,24 @@ def evaluate_cell(cfg: RLHFGridConfig, start, trained_dir: Path, judge, held: li
     del trained
     return dict(score=wr, score_lo=wlo, score_hi=whi, n_eval=n, judge_start=float(np.mean(start_scores)),
                 judge_trained=float(np.mean(scores)), judge_gain=gain, judge_gain_lo=glo, judge_gain_hi=ghi,
-                kl=kl, kl_lo=klo, kl_hi=khi, answers=answers)
+                kl=kl, kl_lo=klo, kl_hi=khi, answers=answers, answer_scores=[float(x) for x in scores])
+
+
+def eval_pair_rows(source: str, cid: str, policy: str, reward: str, prompts: list[str], start_answers: list[str],
+                   start_scores, trained_answers: list[str], trained_scores) -> list[dict]:
+    """The cell's held-out evaluation pairs as `rlhf_eval_pairs` rows, for blind hand labels on the Spot-check
+    page. Ids are content ids: the starting PM's answer is keyed by (grid, PM, prompt, text), so the same
+    answer has one id across the PM's cells; the trained answer by (cell, prompt, text). The role is in
+    both, so the two ids of a pair differ even when the texts are identical (a policy that did not move)."""
+    from analysis.data.ingest import content_id
+
+    if not (len(prompts) == len(start_answers) == len(trained_answers) == len(start_scores) == len(trained_scores)):
+        raise ValueError("eval pairs: prompts, answers and scores differ in length")
+    return [dict(source=source, cell_id=cid, policy=policy, reward=reward, idx=i, prompt=p,
+                 start_id=content_id("rlhf-start", source, policy, p, s), start_text=s, start_judge=float(ss),
+                 trained_id=content_id("rlhf-trained", cid, p, t), trained_text=t, trained_judge=float(ts))
+            for i, (p, s, ss, t, ts) in enumerate(zip(prompts, start_answers, start_scores, trained_answers,
+                                                      trained_scores))]
 
 
 # ------------------------------------------------------------------------------------------ the grid
@@ -436,13 +454,16 @@ def run_rlhf_grid(cfg: RLHFGridConfig, log: Callable[[str], None] = print) -> di
             by_policy = {policy: (start, answers, judge.score(held, answers, progress=False))}
         start, answers, start_scores = by_policy[policy]
         ev = evaluate_cell(cfg, start, out_dir, judge, held, start_scores)
-        examples = list(zip(held[:3], answers[:3], ev.pop("answers")[:3]))
+        trained_answers, trained_scores = ev.pop("answers"), ev.pop("answer_scores")
+        examples = list(zip(held[:3], answers[:3], trained_answers[:3]))
+        pairs = eval_pair_rows(source, cid, policy, reward, held, answers, start_scores, trained_answers,
+                               trained_scores)
         row = dict(policy=policy, reward=reward, source=source, cell_id=cid, run_id=runner.run_id,
                    algorithm=ALGORITHM, judge=judge_ref, judge_kind=judge_kind, steps=cfg.steps,
                    seed=cfg.seed, beta=cfg.beta, model_dir=str(out_dir),
                    wall_s=round(time.perf_counter() - t0, 1), config=cfg.to_dict(), **ev)
         store.write_rlhf_cell(cfg.db, row, [dict(source=source, cell_id=cid, policy=policy, reward=reward, **c)
-                                            for c in curves])
+                                            for c in curves], pairs)
         log(f"  win rate vs start {ev['score']:.3f} [{ev['score_lo']:.3f}, {ev['score_hi']:.3f}] "
             f"(n={ev['n_eval']}), judge gain {ev['judge_gain']:+.4g}, KL {ev['kl']:.4g} nats "
             f"[{ev['kl_lo']:.4g}, {ev['kl_hi']:.4g}]  ({row['wall_s']:.0f}s)")

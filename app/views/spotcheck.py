@@ -18,6 +18,7 @@ import streamlit as st
 from analysis.storage import labels as labels_mod
 from analysis.queries.base import filter_options
 from analysis.queries.browser import response_scores, responses_by_ids
+from analysis.queries.rlhf import rlhf_pair_cells
 from analysis.queries.spotcheck import label_mismatch, spotcheck_pairs
 from app import common
 
@@ -55,12 +56,27 @@ else:
 # the settings fold away once labeling starts, so the pair and its buttons fit above the fold (1280x720)
 with st.expander("Queue settings", expanded=not started):
     c2, c3, c4, c5, c6 = st.columns([2, 2, 1, 1, 2])
-    kind = c2.segmented_control("pairs", ["policy", "dataset"], default="policy", key="c_kind", bind="query-params",
-                                required=True,
-                                format_func=lambda k: {"policy": "PM samples", "dataset": "gold vs worse"}[k],
+    kind = c2.segmented_control("pairs", ["policy", "dataset", "rlhf"], default="policy", key="c_kind",
+                                bind="query-params", required=True,
+                                format_func=lambda k: {"policy": "PM samples", "dataset": "gold vs worse",
+                                                       "rlhf": "RLHF: start vs trained"}[k],
                                 help="PM samples: two responses the PM itself wrote for one prompt (the paper's 35%). "
-                                     "Gold vs worse: the reference answer against one worse response.")
-    if kind == "dataset":
+                                     "Gold vs worse: the reference answer against one worse response. RLHF: the "
+                                     "starting PM's and the RL-trained policy's answer to a held-out prompt "
+                                     "(`seam rlhf-grid`); these labels replace the proxy judge on the Saturation "
+                                     "page.")
+    cell = None
+    if kind == "rlhf":
+        rl_cells = common.run(rlhf_pair_cells)
+        cell_names = {r.cell_id: f"{common.model_name(r.policy, list(rl_cells['policy']))} × "
+                                 f"{common.model_name(r.reward, list(rl_cells['reward']))} ({r.n_pairs} pairs)"
+                      for r in rl_cells.itertuples()}
+        pick = c3.selectbox("grid cell", ["all"] + list(cell_names), key="c_cell", bind="query-params",
+                            format_func=lambda c: "all cells" if c == "all" else cell_names.get(c, c),
+                            help="PM × RM cell of `seam rlhf-grid`; all cells take turns in the queue.")
+        cell = None if pick == "all" else pick
+        variant, generator = "rejected", None
+    elif kind == "dataset":
         variant = common.pick("worse variant", opts["variants"], "c_variant",
                               default="rejected" if "rejected" in opts["variants"] else None, container=c3)
         generator = None
@@ -69,7 +85,8 @@ with st.expander("Queue settings", expanded=not started):
         gen = c3.selectbox("PM that wrote them", ["any"] + opts["policies"], key="c_gen", bind="query-params",
                            format_func=lambda m: m if m == "any" else common.model_name(m, opts["policies"]))
         generator = None if gen == "any" else gen
-    strat = c4.selectbox("stratify by", ["none", "dataset", "source"], key="c_strat", bind="query-params")
+    strat = c4.selectbox("stratify by", ["none", "dataset", "source"], key="c_strat", bind="query-params",
+                         disabled=kind == "rlhf")
     seed = int(c5.number_input("seed", value=0, min_value=0, step=1, key="c_seed", bind="query-params"))
     keep_cut = c6.toggle("include cut-off responses", value=False, key="c_cut", bind="query-params",
                          help="Responses whose generation hit the token cap end mid-sentence; a judgement between "
@@ -77,13 +94,17 @@ with st.expander("Queue settings", expanded=not started):
     n_queue = st.slider("queue size", 10, 500, 50, 10, key="c_n", bind="query-params")
 
 queue = common.run(spotcheck_pairs, kind=kind, n=n_queue, seed=seed, variant=variant, generator=generator,
-                   stratify=None if strat == "none" else strat, exclude_truncated=not keep_cut)
-session = f"{kind}|{variant if kind == 'dataset' else (generator or 'any')}|{strat}|{seed}|{n_queue}"
+                   stratify=None if strat == "none" else strat, exclude_truncated=not keep_cut, cell=cell)
+session = (f"rlhf|{cell or 'all'}|{seed}|{n_queue}" if kind == "rlhf" else
+           f"{kind}|{variant if kind == 'dataset' else (generator or 'any')}|{strat}|{seed}|{n_queue}")
 
 if queue.empty:
-    st.warning("No pairs of this kind in the DB" + (" (PM pairs need `policy` responses: N samples per prompt from the "
-                                                     "PM, written by the precompute's policy-sampling step)."
-                                                     if kind == "policy" else "."))
+    st.warning("No pairs of this kind in the DB" + {
+        "policy": " (PM pairs need `policy` responses: N samples per prompt from the PM, written by the "
+                  "precompute's policy-sampling step).",
+        "rlhf": " (`seam rlhf-grid` stores every held-out pair of starting PM vs trained policy per cell; cells "
+                "recorded by an older version have none).",
+    }.get(kind, "."))
     st.stop()
 
 
@@ -116,8 +137,38 @@ def undo() -> None:
         store.delete(last["a_id"], last["b_id"], last["annotator"])
 
 
+def reveal_rlhf(last: dict) -> None:
+    """Which side was the starting PM and which the trained policy, with the judge's scores (RLHF pairs
+    have no rows in the score tables: their roles travel in the queue's provenance)."""
+    import json
+
+    row = queue[(queue["a_id"] == last["a_id"]) & (queue["b_id"] == last["b_id"])]
+    if row.empty:
+        return
+    r = row.iloc[0]
+    prov = {r["a_id"]: json.loads(r["a_prov"]), r["b_id"]: json.loads(r["b_prov"])}
+    left, right = last["left_id"], (last["b_id"] if last["left_id"] == last["a_id"] else last["a_id"])
+    you = {"a": last["a_id"], "b": last["b_id"]}.get(last["label"])
+    with st.expander("Revealed: the pair you just labeled", expanded=True):
+        st.text(f"your label: {'A (left)' if you == left else 'B (right)' if you == right else last['label']}")
+        jl, jr = prov[left].get("judge"), prov[right].get("judge")
+        judge_pick = None if jl is None or jr is None or jl == jr else (left if jl > jr else right)
+        st.dataframe(pd.DataFrame({
+            "side": ["A (left)", "B (right)"], "was": [prov[left]["role"], prov[right]["role"]],
+            "model": [prov[left]["model"], prov[right]["model"]],
+            "judge reward": [common.num(jl, 4), common.num(jr, 4)],
+            "judge vs you": ["" if you is None else "judge tie" if judge_pick is None
+                             else "agrees" if judge_pick == you else "disagrees"] * 2}),
+            hide_index=True, key="reveal_rlhf")
+        st.caption("judge = the grid's proxy judge (an RM outside the grid); your labels replace it on the "
+                   "Saturation page for this cell.")
+
+
 def reveal(last: dict) -> None:
     """Scores of the pair just labeled, A (left) before B (right), formatted."""
+    if kind == "rlhf":
+        reveal_rlhf(last)
+        return
     with st.expander("Revealed: the pair you just labeled", expanded=True):
         # scores of the whole queue are read once (one scan of the score tables) and cached
         queue_scores = common.run(response_scores, sorted(set(queue["a_id"]) | set(queue["b_id"])))

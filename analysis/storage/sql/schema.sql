@@ -191,6 +191,25 @@ CREATE TABLE IF NOT EXISTS rlhf_curves (
     entropy     DOUBLE,
     PRIMARY KEY (cell_id, step)
 );
+-- Every held-out evaluation pair of each cell: the starting PM's and the trained policy's answer to one
+-- prompt, with the judge's score of each. Written in the cell's transaction (store.write_rlhf_cell). The
+-- Spot-check page queues them for blind hand labels (keyed by start_id / trained_id, content ids); where a
+-- cell has hand labels, the Saturation page shows their win rate instead of the judge's.
+CREATE TABLE IF NOT EXISTS rlhf_eval_pairs (
+    source        VARCHAR NOT NULL,   -- the grid (rlhf_results.source)
+    cell_id       VARCHAR NOT NULL,
+    policy        VARCHAR NOT NULL,   -- the starting PM
+    reward        VARCHAR NOT NULL,   -- the RM the cell trained against
+    idx           INTEGER NOT NULL,   -- position of the prompt among the held-out prompts
+    prompt        VARCHAR NOT NULL,
+    start_id      VARCHAR NOT NULL,   -- content id of the starting PM's answer (shared by the PM's cells)
+    start_text    VARCHAR NOT NULL,
+    start_judge   DOUBLE,             -- judge reward of the starting PM's answer
+    trained_id    VARCHAR NOT NULL,   -- content id of the trained policy's answer (per cell)
+    trained_text  VARCHAR NOT NULL,
+    trained_judge DOUBLE,
+    PRIMARY KEY (cell_id, idx)
+);
 
 -- The pre-registered study (`seam experiment --human`; its other relations: evidence.sql).
 -- Inputs of the SEAM macros (metrics.sql: study_vs_gold, seam_variants), here because the macros bind to it: per item x response x PM x RM.

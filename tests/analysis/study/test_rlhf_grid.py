@@ -181,6 +181,92 @@ def test_store_roundtrip_info_and_queries(tmp_path):
     assert info["rlhf_grid"] and info["rlhf_grid"][0]["curve_steps"] == 3, info["rlhf_grid"]
 
 
+def _pairs(c, n=6, same_text_at=()):
+    """Held-out pairs of a cell as `seam rlhf-grid` writes them (the real row builder, hand-made answers)."""
+    from analysis.study.rlhf_grid import eval_pair_rows
+
+    prompts = [f"prompt {i}" for i in range(n)]
+    start = [f"start answer {i}" for i in range(n)]
+    trained = [start[i] if i in same_text_at else f"trained answer {i} ({c['cell_id'][-10:]})" for i in range(n)]
+    return eval_pair_rows(c["source"], c["cell_id"], c["policy"], c["reward"], prompts, start,
+                          [0.1 * i for i in range(n)], trained, [0.2 * i for i in range(n)])
+
+
+def test_eval_pairs_are_stored_with_their_cell_and_replaced_with_it(tmp_path):
+    from analysis.queries.rlhf import rlhf_pair_cells
+
+    db = tmp_path / "p.duckdb"
+    c = _cell("pm-a", "rm-x", 0.7)
+    pairs = _pairs(c, same_text_at=(2,))
+    store.write_rlhf_cell(db, c, _curve(c), pairs)
+    store.write_rlhf_cell(db, c, _curve(c), pairs)          # rewriting a cell replaces its pairs
+    rows = _fetch(db, "SELECT idx, prompt, start_id, start_text, start_judge, trained_id, trained_text,"
+                      " trained_judge FROM rlhf_eval_pairs ORDER BY idx")
+    assert len(rows) == 6 and [r[0] for r in rows] == list(range(6)), rows
+    assert rows[3][1:5] == ("prompt 3", pairs[3]["start_id"], "start answer 3", 0.1 * 3), rows[3]
+    assert all(r[2] != r[5] for r in rows), "start and trained ids must differ, even for identical texts"
+    assert rows[2][3] == rows[2][6], rows[2]
+    # the starting PM's answer has one id across the PM's cells; the trained answer is per cell
+    c2 = _cell("pm-a", "rm-y", 0.6)
+    p2 = _pairs(c2)
+    assert p2[0]["start_id"] == pairs[0]["start_id"] and p2[0]["trained_id"] != pairs[0]["trained_id"]
+    con = store.connect(db)
+    try:
+        cells = rlhf_pair_cells(con)
+    finally:
+        con.close()
+    assert cells[["cell_id", "n_pairs"]].values.tolist() == [[c["cell_id"], 6]], cells
+    # pairs that cannot be written leave no result row behind: one transaction, so the cell is not
+    # "finished" (and is rerun) rather than recorded without its pairs
+    from analysis.study.rlhf_grid import finished_cells
+
+    bad = _cell("pm-b", "rm-x", 0.5)
+    broken = [{**p, "prompt": None} for p in _pairs(bad)]     # NOT NULL violated by the pairs insert
+    with pytest.raises(duckdb.Error):
+        store.write_rlhf_cell(db, bad, _curve(bad), broken)
+    assert finished_cells(db) == {c["cell_id"]}, finished_cells(db)
+    assert _fetch(db, f"SELECT count(*) FROM rlhf_curves WHERE cell_id = '{bad['cell_id']}'") == [(0,)]
+
+
+def test_human_win_rate_per_cell_from_labels_in_either_order(tmp_path):
+    """Hand labels on the pairs: trained wins 1, ties 1/2, start wins 0, whichever side the canonical a/b is;
+    the interval is the judge's bootstrap; cells without labels are absent; other labels are ignored."""
+    import pandas as pd
+
+    from analysis.queries.rlhf import rlhf_human_win
+    from analysis.storage.labels import LabelStore, consensus
+
+    db = tmp_path / "h.duckdb"
+    c, c2 = _cell("pm-a", "rm-x", 0.7), _cell("pm-a", "rm-y", 0.4)
+    pa_, pb_ = _pairs(c, n=8), _pairs(c2, n=8)
+    store.write_rlhf_cell(db, c, _curve(c), pa_)
+    store.write_rlhf_cell(db, c2, _curve(c2), pb_)
+    ls = LabelStore(tmp_path / "l.sqlite")
+    # cell c: trained better on 0-3, tie on 4, start better on 5; 6 and 7 unlabeled -> (4 + 0.5) / 6
+    for i, who in enumerate(["trained"] * 4 + ["tie", "start"]):
+        s_id, t_id = pa_[i]["start_id"], pa_[i]["trained_id"]
+        if who == "tie":
+            ls.put(s_id, t_id, "alice", "tie", kind="rlhf")
+        else:   # put() takes the label relative to the ids as given, and canonicalises the order itself
+            first, second = (t_id, s_id) if i % 2 else (s_id, t_id)
+            better = t_id if who == "trained" else s_id
+            ls.put(first, second, "alice", "a" if better == first else "b", kind="rlhf")
+    ls.put("x1", "x2", "alice", "a", kind="dataset")          # a label of another kind: not a pair of the grid
+    cons = consensus(ls.all())
+    con = store.connect(db)
+    try:
+        h = rlhf_human_win(con, cons, n_resamples=500)
+        none = rlhf_human_win(con, pd.DataFrame(columns=["a_id", "b_id", "label"]))
+    finally:
+        con.close()
+    assert h["cell_id"].tolist() == [c["cell_id"]], h
+    r = h.iloc[0]
+    assert (r["n"], r["wins"], r["ties"], r["losses"]) == (6, 4, 1, 1), r.to_dict()
+    assert math.isclose(r["human"], 4.5 / 6), r.to_dict()
+    assert 0 <= r["human_lo"] < r["human"] < r["human_hi"] <= 1, r.to_dict()
+    assert none.empty
+
+
 def _csv(tmp_path):
     p = tmp_path / "runs.csv"
     p.write_text("pm,rm,score\npm-a,rm-x,0.5\n")
@@ -212,6 +298,108 @@ def test_saturation_page_shows_real_grid_curves_and_proxy_comparison(tmp_path, m
     rho = [m for m in at.metric if "Spearman" in m.label]
     assert rho and "[" in rho[0].value, [m.label for m in at.metric]
     assert any("proxy judge" in c.value for c in at.caption), "the judge must be labelled as a proxy judge"
+
+
+_GRID = {("pm-sft-1k", "rm-10k"): 0.2, ("pm-sft-1k", "rm-100k"): 0.9, ("pm-sft-10k", "rm-10k"): 0.5,
+         ("pm-sft-10k", "rm-100k"): 0.7}
+
+
+def _grid_db_with_pairs(tmp_path, monkeypatch, n_pairs=6):
+    """Synthetic DB + a 2 x 2 real grid whose cells carry their held-out pairs; the app points at it."""
+    from analysis.data import synthetic
+
+    db = synthetic.make_synthetic_db(tmp_path / "s.duckdb", 60, seed=3)
+    cells = {}
+    for (p, r), sc in _GRID.items():
+        c = _cell(p, r, sc)
+        cells[(p, r)] = (c, _pairs(c, n=n_pairs))
+        store.write_rlhf_cell(db, c, _curve(c), cells[(p, r)][1])
+    monkeypatch.setenv("SEAM_DB", str(db))
+    monkeypatch.setenv("SEAM_LABELS", str(tmp_path / "labels.sqlite"))
+    return db, cells
+
+
+def _app(query=None, page="views/saturation.py"):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=90)
+    at.run()
+    at.query_params.update(query or {})
+    at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _rlhf_queue(cell):
+    """The Spot-check page as alice, pairs "RLHF: start vs trained", one cell or all. Set through the widgets:
+    AppTest does not apply a URL value to a segmented control."""
+    at = _app({"annotator": "alice"}, page="views/spotcheck.py")
+    next(w for w in at.get("button_group") if w.key == "c_kind").set_value("rlhf").run()
+    if cell:
+        at.selectbox(key="c_cell").set_value(cell).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_spotcheck_queues_rlhf_pairs_blind_per_cell_and_labels_them(tmp_path, monkeypatch, label_button,
+                                                                    find_frame):
+    import sqlite3
+
+    from analysis.queries.spotcheck import spotcheck_pairs
+
+    db, cells = _grid_db_with_pairs(tmp_path, monkeypatch)
+    c, pairs = cells[("pm-sft-1k", "rm-100k")]
+    at = _rlhf_queue(c["cell_id"])
+    progress = [str(p.proto) for p in at.get("progress")]
+    assert any("0 of 6 pairs" in p for p in progress), progress
+    shown = [t.value for t in at.text]
+    prompt = next(t for t in shown if t.startswith("prompt "))
+    i = int(prompt.split()[1])
+    assert {pairs[i]["start_text"], pairs[i]["trained_text"]} <= set(shown), shown
+    # blind: no model name, role or judge score on screen before the label
+    visible = " ".join(shown + [m.value for m in at.markdown] + [x.value for x in at.caption])
+    for secret in ("pm-sft-1k", "rm-100k", "starting PM", "trained policy", "judge reward"):
+        assert secret not in visible, f"{secret!r} is visible before labeling"
+    label_button(at, "a").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    with sqlite3.connect(tmp_path / "labels.sqlite") as con:
+        rows = con.execute("SELECT kind, sample_id, a_id, b_id, shown_left, label FROM labels").fetchall()
+    assert len(rows) == 1 and rows[0][:2] == ("rlhf", c["cell_id"]), rows
+    assert {rows[0][2], rows[0][3]} == {pairs[i]["start_id"], pairs[i]["trained_id"]}, rows
+    reveal = find_frame(at, "side", "was", "model", "judge reward")
+    assert set(reveal["was"]) == {"starting PM", "trained policy"}, reveal
+    left_was = reveal["was"][0]
+    assert (rows[0][4] == pairs[i]["trained_id"]) == (left_was == "trained policy"), (rows, reveal)
+    # all cells: every cell's pairs, cells taking turns; sides are randomised across the queue
+    q = spotcheck_pairs(store.connect(db), kind="rlhf", n=24, seed=0)
+    assert len(q) == 24 and q["sample_id"].head(4).nunique() == 4, q["sample_id"].tolist()
+    trained_left = [(json.loads(r.b_prov if r.swap else r.a_prov)["role"] == "trained policy") for r in q.itertuples()]
+    assert 0 < sum(trained_left) < len(q), trained_left
+    at2 = _rlhf_queue(None)
+    progress = [str(p.proto) for p in at2.get("progress")]
+    assert any("1 of 24 pairs" in p for p in progress), progress
+
+
+def test_saturation_panel_prefers_human_labels_where_a_cell_has_them(tmp_path, monkeypatch, find_frame):
+    from analysis.storage.labels import LabelStore
+
+    _, cells = _grid_db_with_pairs(tmp_path, monkeypatch)
+    pairs = cells[("pm-sft-1k", "rm-10k")][1]            # judge: 20% win rate; people: 5 of 6 trained wins
+    ls = LabelStore(tmp_path / "labels.sqlite")
+    for j, p in enumerate(pairs):
+        better = p["start_id"] if j == 5 else p["trained_id"]
+        ls.put(p["start_id"], p["trained_id"], "alice", "a" if better == p["start_id"] else "b", kind="rlhf")
+    at = _app()
+    table = find_frame(at, "PM", "RM", "n", "measured by", "win rate [95%]", "judge win rate [95%]")
+    row = table[(table["PM"] == "pm-sft-1k") & (table["RM"] == "rm-10k")].iloc[0]
+    assert row["measured by"] == "human labels, n=6" and row["n"] == 6, row.to_dict()
+    assert row["win rate [95%]"].startswith("83.3%") and row["judge win rate [95%]"].startswith("20.0%"), row.to_dict()
+    others = table[~((table["PM"] == "pm-sft-1k") & (table["RM"] == "rm-10k"))]
+    assert set(others["measured by"]) == {"proxy judge"} and set(others["n"]) == {48}, others
+    assert any("1 of 4 cell(s) use human labels" in x.value for x in at.caption), [x.value for x in at.caption]
+    comp = find_frame(at, "real (win rate)", "real measured by", "proxy rank", "real rank")
+    human_row = comp[comp["real measured by"] == "human labels, n=6"]
+    assert len(human_row) == 1 and float(human_row["real (win rate)"].iloc[0]) > 0.8, comp
 
 
 def test_saturation_page_without_rlhf_grid_says_how_to_run_it(tmp_path, monkeypatch):
@@ -271,6 +459,14 @@ def test_quick_grid_end_to_end_and_resume(tmp_path):
         curve = con.execute("SELECT step, rm_reward, kl, mean_length FROM rlhf_curves WHERE cell_id = ?"
                             " ORDER BY step", [cid]).fetchall()
         assert [c[0] for c in curve] == [1, 2] and all(c[1] is not None and 0 < c[3] <= 8 for c in curve), curve
+        # every held-out pair is stored for hand labels: one per eval prompt, with both judge scores
+        pairs = con.execute("SELECT idx, prompt, start_id, start_text, trained_id, trained_text, start_judge,"
+                            " trained_judge FROM rlhf_eval_pairs WHERE cell_id = ? ORDER BY idx", [cid]).fetchall()
+        assert len(pairs) == n == 8 and [p[0] for p in pairs] == list(range(8)), pairs
+        assert len({p[1] for p in pairs}) == 8 and all(p[2] != p[4] for p in pairs), pairs
+        assert all(math.isfinite(p[6]) and math.isfinite(p[7]) for p in pairs), pairs
+        wins = sum(1.0 if p[7] > p[6] else 0.5 if p[7] == p[6] else 0.0 for p in pairs) / len(pairs)
+        assert math.isclose(wins, s), (wins, s)   # the stored scores reproduce the cell's judge win rate
         # the proxy precompute scored the same models, so the page can compare proxy and real
         assert con.execute("SELECT count(*) FROM pm_scores WHERE policy = ?", [pol]).fetchone()[0] > 0
         assert con.execute("SELECT count(*) FROM rm_scores WHERE reward = ?", [rew]).fetchone()[0] > 0
@@ -283,6 +479,7 @@ def test_quick_grid_end_to_end_and_resume(tmp_path):
     assert summary["skipped"] == 1 and summary["cells"] == [], summary
     counts = _fetch(db, "SELECT (SELECT count(*) FROM rlhf_results), (SELECT count(*) FROM rlhf_curves)")
     assert counts == [(1, 2)], counts
+    assert _fetch(db, "SELECT count(*) FROM rlhf_eval_pairs") == [(8,)], "the resumed run rewrote the pairs"
     assert Path(model_dir).stat().st_mtime_ns == mtime, "the finished cell's policy was retrained"
 
 
