@@ -178,6 +178,31 @@ def test_fast_double_keypress_labels_only_the_pair_on_screen(app_server, browser
     page.close()
 
 
+def test_shift_hotkeys_label_the_screen_side(app_server, browser):
+    """Shift+A then Shift+B (a held Shift or Caps Lock): each stores the label of the side pressed, for the pair
+    that was on screen (Streamlit matches shortcut modifiers exactly, so Shift+A used to do nothing)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    page.goto(f"{app_server['url']}/spotcheck?annotator=shifty&c_kind=dataset&c_variant=adv")
+    page.get_by_role("heading", name="Spot-check").wait_for(timeout=60_000)
+    wait_ready(page)
+    shown = []
+    for key in ("Shift+A", "Shift+B"):
+        texts = page.locator('[data-testid="stText"]')
+        shown.append((texts.nth(1).inner_text().strip(), texts.nth(2).inner_text().strip()))
+        page.keyboard.press(key)
+        wait_ready(page)
+    mine = [r for r in _labels(app_server) if r[0] == "shifty"]
+    assert len(mine) == 2, f"Shift+A / Shift+B stored {len(mine)} label(s), expected 2: {mine}"
+    for (_, a, b, label, left), side, (lt, rt) in zip(mine, ("left", "right"), shown):
+        right = b if left == a else a
+        assert (_response_text(app_server, left).strip(), _response_text(app_server, right).strip()) == (lt, rt), \
+            f"label for a pair not on screen: {(a, b)}"
+        want = (left if side == "left" else right)
+        assert label == ("a" if want == a else "b"), \
+            f"{side} pressed with Shift, stored label {label!r} (a={a}, b={b}, shown left={left})"
+    page.close()
+
+
 def test_name_field_then_shortcuts_and_pair_above_the_fold(app_server, browser):
     """Type a name and press Enter: the field closes (keys no longer type into it: 'yvesa'), the settings
     fold away and the pair with its buttons fits in 1280x720."""
