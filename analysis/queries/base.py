@@ -206,6 +206,15 @@ def filter_options(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
     return out
 
 
+def model_aliases(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """{model reference: display name} set with `seam alias` (empty on a DB written before aliases existed)."""
+    if not _df(con, "SELECT count(*) AS n FROM duckdb_columns() WHERE table_name = 'models'"
+                    " AND column_name = 'alias'")["n"].iloc[0]:
+        return {}
+    df = _df(con, "SELECT model, alias FROM models WHERE alias IS NOT NULL ORDER BY role, model")
+    return dict(zip(df["model"].astype(str), df["alias"].astype(str)))
+
+
 EXPERIMENT_RELATIONS = ("saturation_summary", "saturation_curve", "mismatch_rates", "model_quality",
                         "selection_results", "augmentation_results", "seam_validation", "experiment_models",
                         "experiment_runs")
