@@ -321,3 +321,53 @@ def test_saturation_cell_click_shows_its_samples(app_server, browser):
     page.get_by_text("PM pm-sft-10k  ×  RM rm-100k").wait_for(timeout=30_000)
     shot(page, "saturation-cell-clicked")
     page.close()
+
+
+def test_browser_row_click_goes_into_the_url(app_server, browser):
+    """Click the third row of the Mismatch browser's table: the URL's `b_row` then names that row (sample,
+    variant, PM, RM — the row the same query returns third), the detail shows it, and opening that URL again
+    (a shared link) selects the same row."""
+    from urllib.parse import parse_qs, urlparse
+
+    from analysis.queries.base import filter_options
+    from analysis.queries.browser import BrowseFilter, browse_page
+    from analysis.storage import store
+
+    con = store.connect(app_server["db"], read_only=True)
+    try:
+        opts = filter_options(con)
+        rows = browse_page(con, BrowseFilter(variants=tuple(opts["variants"]), policies=tuple(opts["policies"]),
+                                             rewards=tuple(opts["rewards"])), sort="seam", descending=True)
+    finally:
+        con.close()
+    want = rows.iloc[2]
+    key = "|".join(str(want[c]) for c in ("sample_id", "variant", "policy", "reward"))
+    line = f"variant {want['variant']}   PM {want['policy']}   RM {want['reward']}"
+
+    def detail(page) -> list[str]:
+        texts = page.locator('[data-testid="stText"]').all_inner_texts()
+        return [t for t in texts if t.startswith(f"sample {want['sample_id']}   dataset") and line in t]
+
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page.goto(f"{app_server['url']}/browser")
+    page.get_by_role("heading", name="Mismatch browser").wait_for(timeout=60_000)
+    wait_ready(page)
+    assert "b_row" not in page.url, page.url
+    box = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
+    page.mouse.click(box["x"] + 18, box["y"] + 35 + 35 * 2 + 17)  # row marker of the third row (35 px rows)
+    wait_ready(page)
+    got = parse_qs(urlparse(page.url).query).get("b_row")
+    assert got == [key], f"after clicking the third row the URL has b_row={got}, expected {key!r}: {page.url}"
+    assert detail(page), f"detail does not show the clicked row {key!r}"
+    shared = page.url
+    page.close()
+
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page.goto(shared)
+    page.get_by_role("heading", name="Mismatch browser").wait_for(timeout=60_000)
+    wait_ready(page)
+    assert parse_qs(urlparse(page.url).query).get("b_row") == [key], page.url
+    assert detail(page), f"reloading {shared} does not show row {key!r}"
+    assert page.get_by_text("Showing the first row").count() == 0
+    shot(page, "browser-row-from-url")
+    page.close()
