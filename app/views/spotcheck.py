@@ -22,8 +22,6 @@ from analysis.queries.spotcheck import label_mismatch, spotcheck_pairs
 from app import common
 
 st.title("Spot-check")
-# the Shift+key twins of the label buttons listen for their shortcut but take no space (a fixed style, no data)
-st.html("<style>.st-key-shift_keys {display: none;}</style>")
 common.require_db()
 opts = common.run(filter_options)
 store = common.label_store()
@@ -198,11 +196,11 @@ def labeling() -> None:
                            type="primary" if primary else "secondary")
             b6.progress(n_done / len(queue), text=f"{n_done} of {len(queue)} pairs in this queue labeled by you")
         # Shift+A labels like A (Caps Lock or a held Shift used to do nothing): Streamlit matches a shortcut's
-        # modifiers exactly, so each key gets a twin button bound to Shift+key, same callback and pair ids,
-        # kept out of sight by the style below (still mounted, so its shortcut listens).
-        with st.container(key="shift_keys"):
-            for _, text, k, sc, fn, fargs, _, off in keys:
-                st.button(f"{text} (Shift+{sc})", key=f"shift|{k}", shortcut=f"Shift+{sc}", on_click=fn, args=fargs,
+        # modifiers exactly, so each key gets a twin button bound to Shift+key, same callback and pair ids, in
+        # a 1-pixel scroll container: out of sight but mounted, so its shortcut listens (no custom HTML/CSS).
+        with st.container(height=1, border=False, key="shift_keys"):
+            for _, _, k, sc, fn, fargs, _, off in keys:
+                st.button(f"Shift+{sc}", key=f"shift|{k}", shortcut=f"Shift+{sc}", on_click=fn, args=fargs,
                           disabled=off)
     last = st.session_state.get("last_label")
     if last:
