@@ -191,8 +191,6 @@ def test_shift_hotkeys_label_the_screen_side(app_server, browser):
         shown.append((texts.nth(1).inner_text().strip(), texts.nth(2).inner_text().strip()))
         page.keyboard.press(key)
         wait_ready(page)
-    twins = page.locator(".st-key-shift_keys").bounding_box()
-    assert twins and twins["height"] <= 2, f"the Shift+key twin buttons take space on screen: {twins}"
     mine = [r for r in _labels(app_server) if r[0] == "shifty"]
     assert len(mine) == 2, f"Shift+A / Shift+B stored {len(mine)} label(s), expected 2: {mine}"
     for (_, a, b, label, left), side, (lt, rt) in zip(mine, ("left", "right"), shown):
@@ -202,6 +200,8 @@ def test_shift_hotkeys_label_the_screen_side(app_server, browser):
         want = (left if side == "left" else right)
         assert label == ("a" if want == a else "b"), \
             f"{side} pressed with Shift, stored label {label!r} (a={a}, b={b}, shown left={left})"
+    twins = page.locator(".st-key-shift_keys").bounding_box()
+    assert twins and twins["height"] <= 2, f"the Shift+key twin buttons take space on screen: {twins}"
     page.close()
 
 
