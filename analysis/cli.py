@@ -1,4 +1,4 @@
-"""`seam` command line: precompute, demo, app, info, train-rm, train-pm, experiment, import-rlhf, rlhf-grid.
+"""`seam` command line: precompute, demo, app, info, alias, train-rm, train-pm, experiment, import-rlhf, rlhf-grid.
 
 Plain argparse (no extra dependency); each command's flags are generated from its config dataclass
 (`analysis.options`), so defaults and help text live in one place.
@@ -46,6 +46,18 @@ class DemoOptions:
 class InfoOptions:
     db: Path = opt(DEFAULT_DB, "results DuckDB file")
     json: bool = opt(False, "machine-readable output")
+
+
+@dataclass
+class AliasOptions:
+    """`seam alias MODEL NAME`: the dashboard shows NAME for a model reference (a long path)."""
+
+    model: str = opt(help="model reference as stored (`seam info` lists them)", positional=True)
+    name: str | None = opt(None, "display name in the dashboard", positional=True)
+    role: str | None = opt(None, "only the policy or only the reward model of that reference",
+                           choices=("policy", "reward"))
+    clear: bool = opt(False, "remove the alias (the dashboard shows the short name again)")
+    db: Path = opt(DEFAULT_DB, "results DuckDB file")
 
 
 @dataclass
@@ -134,6 +146,21 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_alias(args) -> int:
+    from analysis.errors import UserError
+    from analysis.pipeline.preflight import check_db
+    from analysis.storage.store import set_alias
+
+    opts = from_args(AliasOptions, args)
+    if (opts.name is None) != opts.clear:
+        raise UserError("give a NAME, or --clear to remove the alias (not both)")
+    check_db(opts.db, must_exist=True)
+    roles = set_alias(opts.db, opts.model, None if opts.clear else opts.name, role=opts.role)
+    what = "alias removed" if opts.clear else f"shown as {opts.name.strip()!r}"
+    print(f"{opts.model} ({', '.join(roles)}): {what} in the dashboard")
+    return 0
+
+
 def cmd_train_rm(args) -> int:
     from analysis.models.reward import RMTrainConfig, train_reward_model
     from analysis.pipeline.demo import load_pairs
@@ -215,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
          [(DemoConfig, ()), (DemoOptions, ()), (AppOptions, ("db",))]),
         ("app", "start the dashboard", cmd_app, [(AppOptions, ())]),
         ("info", "what a results DB holds", cmd_info, [(InfoOptions, ())]),
+        ("alias", "a display name for a model in the dashboard (--clear removes it)", cmd_alias,
+         [(AliasOptions, ())]),
         ("train-rm", "train a Bradley-Terry reward head on a frozen encoder", cmd_train_rm,
          [(TrainSource, ("quiet",)), (RMTrainConfig, ())]),
         ("train-pm", "a few steps of SFT of a policy model on gold answers (a PM checkpoint)", cmd_train_pm,

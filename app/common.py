@@ -26,7 +26,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import duckdb
 import pandas as pd
@@ -276,15 +276,20 @@ def ci_num(m: float, lo: float, hi: float, sig: int = 3) -> str:
     return f"{num(m, sig)} [{num(lo, sig)}, {num(hi, sig)}]"
 
 
-def short_names(refs: Sequence[str]) -> dict[str, str]:
-    """Short display names for model references: the shortest unique trailing path part of each.
+def short_names(refs: Sequence[str], aliases: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Short display names for model references: the user's alias (`seam alias`, in `aliases`) when set, else
+    the shortest unique trailing path part of each.
 
     Why: three RMs under cache/models/... all showed as 'cache/models/d…' in a dropdown. The full
     reference stays available (hover help, tables)."""
     refs = [str(r) for r in refs]
+    aliases = aliases or {}
     parts = {r: [p for p in r.replace("\\", "/").split("/") if p] or [r] for r in refs}
     out = {}
     for r in refs:
+        if aliases.get(r):
+            out[r] = aliases[r]
+            continue
         for k in range(1, len(parts[r]) + 1):
             cand = "/".join(parts[r][-k:])
             if sum(1 for o in refs if o != r and "/".join(parts[o][-k:]) == cand) == 0:
@@ -293,9 +298,14 @@ def short_names(refs: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def display_names(refs: Sequence[str]) -> dict[str, str]:
+    """`short_names` with the aliases stored in the DB's `models` table (cached like every query)."""
+    return short_names(refs, run(base.model_aliases))
+
+
 def model_name(ref: Any, refs: Sequence[str]) -> str:
-    """The short display name of one model reference among `refs` (for format_func)."""
-    return short_names(list(refs)).get(str(ref), str(ref))
+    """The display name of one model reference among `refs` (for format_func)."""
+    return display_names(list(refs)).get(str(ref), str(ref))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -305,7 +315,7 @@ def _model_format(options: Sequence[str], models: bool):
     """(format_func, help suffix) for a widget over model references: short names, full ones on hover."""
     if not models:
         return str, ""
-    short = short_names(options)
+    short = display_names(options)
     full = "; ".join(f"{short[o]} = {o}" for o in options if short[o] != o)
     return (lambda o: short.get(o, str(o))), (f" Full references: {md(full)}" if full else "")
 

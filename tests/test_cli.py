@@ -13,7 +13,7 @@ from analysis.cli import main
 def test_help_lists_subcommands():
     out = subprocess.run([sys.executable, "-m", "analysis.cli", "--help"], capture_output=True, text=True,
                          check=True).stdout
-    for sub in ("precompute", "demo", "app", "info", "train-rm", "train-pm", "experiment", "import-rlhf"):
+    for sub in ("precompute", "demo", "app", "info", "alias", "train-rm", "train-pm", "experiment", "import-rlhf"):
         assert sub in out
 
 
@@ -94,3 +94,45 @@ def test_info_prints_names_that_look_like_rich_markup(tmp_path, capsys):
     out = capsys.readouterr().out
     for literal in ("evil[/b]", "[red]x[/red]", "[b]odd[/b]"):
         assert literal in out, f"{literal!r} not printed literally by seam info:\n{out}"
+
+
+def test_alias_set_shown_by_info_cleared_and_unknown_model(tmp_path, capsys):
+    """`seam alias MODEL NAME` stores the name in `models` (migrating a DB written before the column existed),
+    `seam info` lists it, a precompute rerun (upsert_model) keeps it, `--clear` removes it, and an unknown
+    model or a taken name is one line and exit 2."""
+    from analysis.data import synthetic
+    from analysis.queries.base import model_aliases
+
+    db = tmp_path / "seam.duckdb"
+    synthetic.make_synthetic_db(db, 40, seed=2)
+    con = store.connect(db, read_only=False)
+    con.execute("ALTER TABLE models DROP COLUMN alias")  # a DB written by the version before aliases
+    con.close()
+    con = store.connect(db)
+    assert model_aliases(con) == {}, "a DB without the alias column has no aliases"
+    con.close()
+    assert "alias" not in store.describe(db)["models"][0]
+
+    assert main(["alias", "pm-sft-1k", "small PM", "--role", "policy", "--db", str(db)]) == 0
+    assert "small PM" in capsys.readouterr().out
+    with store.writer(db) as w:  # a precompute rerun re-registers the model
+        store.upsert_model(w, "pm-sft-1k", "policy", "synthetic://pm-sft-1k", "0" * 64, {})
+    con = store.connect(db)
+    assert model_aliases(con) == {"pm-sft-1k": "small PM"}, model_aliases(con)
+    con.close()
+    assert main(["info", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "alias" in out and "small PM" in out, out
+
+    for argv, needle in ((["alias", "no/such/model", "x"], "no model 'no/such/model'"),
+                         (["alias", "pm-sft-1k", "x", "--role", "reward"], "no reward model 'pm-sft-1k'"),
+                         (["alias", "rm-10k", "small PM"], "already names 'pm-sft-1k'"),
+                         (["alias", "rm-10k"], "give a NAME, or --clear")):
+        assert main(argv + ["--db", str(db)]) == 2, argv
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (argv, err)
+
+    assert main(["alias", "pm-sft-1k", "--clear", "--db", str(db)]) == 0
+    con = store.connect(db)
+    assert model_aliases(con) == {}, model_aliases(con)
+    con.close()

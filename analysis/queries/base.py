@@ -121,24 +121,34 @@ def add_t(df: pd.DataFrame, mean: str = "mean", sd: str = "sd", n: str = "n",
 # histograms: one binning for every page
 
 def binned_sql(src: str, *, groups: Sequence[str], aggs: str, range_sql: str = "min(x) AS lo, max(x) AS hi",
-               where: str = "TRUE", edges: tuple[str, str] = ("bin_lo", "bin_hi")) -> tuple[str, str]:
+               where: str = "TRUE", edges: tuple[str, str] = ("bin_lo", "bin_hi"),
+               log: bool = False) -> tuple[str, str]:
     """(CTEs, SELECT) of equal-width bins of `x` over the relation `src` (a CTE with columns `groups`, x).
 
     The range (`range_sql`, defining lo and hi) is shared by all groups, so their bins line up; rows
     outside it go to the first / last bin, and a constant column puts everything in bin 0. `aggs` are the
     per-bin aggregates (e.g. `count(*) AS count`); `where` restricts the binned rows (and the range).
+    `log`: bins of equal width in ln(x) (log-spaced edges, for a log axis), over the positive rows only —
+    SEAM at small alpha spans 1e-7..1e-1, and equal-width bins put nearly all of it in the first bin.
     The SELECT returns groups, bin, the two `edges` columns, aggs, ordered by groups and bin; the CTEs
     (`rng`, `binned`) go after `src` in the query's WITH. Needs the parameter `$bins`.
     """
     g = "".join(f'"{c}", ' for c in groups)
+    if log:
+        where = f"({where}) AND x > 0"
+    t, lo, hi = ("ln(x)", "ln(lo)", "ln(hi)") if log else ("x", "lo", "hi")
+
+    def edge(e: str) -> str:
+        return f"exp({e})" if log else e
+
     ctes = f"""rng AS (SELECT {range_sql} FROM {src} WHERE {where}),
-        binned AS (SELECT {src}.*, lo, hi,
-                          coalesce(CAST(least(greatest(floor((x - lo) / nullif((hi - lo) / $bins, 0)), 0), $bins - 1)
-                                        AS INTEGER), 0) AS bin
+        binned AS (SELECT {src}.*, {lo} AS t_lo, {hi} AS t_hi,
+                          coalesce(CAST(least(greatest(floor(({t} - {lo}) / nullif(({hi} - {lo}) / $bins, 0)), 0),
+                                                   $bins - 1) AS INTEGER), 0) AS bin
                    FROM {src}, rng WHERE {where})"""
     select = f"""SELECT {g}bin,
-               any_value(lo) + bin * (any_value(hi) - any_value(lo)) / $bins AS {edges[0]},
-               any_value(lo) + (bin + 1) * (any_value(hi) - any_value(lo)) / $bins AS {edges[1]},
+               {edge("any_value(t_lo) + bin * (any_value(t_hi) - any_value(t_lo)) / $bins")} AS {edges[0]},
+               {edge("any_value(t_lo) + (bin + 1) * (any_value(t_hi) - any_value(t_lo)) / $bins")} AS {edges[1]},
                {aggs}
         FROM binned GROUP BY {g}bin ORDER BY {g}bin"""
     return ctes, select
@@ -210,6 +220,15 @@ def filter_options(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
         reg = list(_df(con, "SELECT model FROM models WHERE role = $r ORDER BY rowid", {"r": role})["model"])
         out[key] = [m for m in reg if m in out[key]] + [m for m in out[key] if m not in reg]
     return out
+
+
+def model_aliases(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """{model reference: display name} set with `seam alias` (empty on a DB written before aliases existed)."""
+    if not _df(con, "SELECT count(*) AS n FROM duckdb_columns() WHERE table_name = 'models'"
+                    " AND column_name = 'alias'")["n"].iloc[0]:
+        return {}
+    df = _df(con, "SELECT model, alias FROM models WHERE alias IS NOT NULL ORDER BY role, model")
+    return dict(zip(df["model"].astype(str), df["alias"].astype(str)))
 
 
 EXPERIMENT_RELATIONS = ("saturation_summary", "saturation_curve", "mismatch_rates", "model_quality",

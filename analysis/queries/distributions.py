@@ -46,19 +46,20 @@ def seam_summary(con: duckdb.DuckDBPyConnection, sel: Selection = ALL, *,
 
 
 def seam_histogram(con: duckdb.DuckDBPyConnection, sel: Selection = ALL, *, bins: int = 40,
-                   nonzero_only: bool = False, max_samples: int | None = NONDEFAULT_MAX_SAMPLES,
-                   _rel: str | None = None) -> pd.DataFrame:
+                   nonzero_only: bool = False, log_bins: bool = False,
+                   max_samples: int | None = NONDEFAULT_MAX_SAMPLES, _rel: str | None = None) -> pd.DataFrame:
     """Histogram bins computed in DuckDB, shared edges across groups.
 
     Columns: variant, policy, reward, bin, bin_lo, bin_hi, count, group_n, zeros (samples with the
-    metric exactly 0 in the group; excluded from the bins when `nonzero_only`).
+    metric exactly 0 in the group; excluded from the bins when `nonzero_only` or `log_bins`).
+    `log_bins`: log-spaced edges over the positive values, for a log x axis.
     """
     bins = max(1, min(int(bins), 400))
     params: dict = {"bins": bins}
     src = _from(con, sel, params, max_samples, _rel)
     col = sel.column
     ctes, hist = binned_sql("src", groups=("variant", "policy", "reward"), aggs="count(*) AS count",
-                            where="x <> 0" if nonzero_only else "TRUE")
+                            where="x <> 0" if nonzero_only else "TRUE", log=log_bins)
     return _df(con, f"""
         WITH src AS (SELECT variant, policy, reward, {col} AS x FROM {src}
                      WHERE {sel.where(params)} AND {col} IS NOT NULL),
@@ -166,7 +167,8 @@ def seam_by_length(con: duckdb.DuckDBPyConnection, sel: Selection = ALL, *, poli
 
 
 def seam_report(con: duckdb.DuckDBPyConnection, sel: Selection = ALL, *, plot: str = "histogram",
-                bins: int = 40, nonzero_only: bool = True, n_q: int = 101, sample_rows: int = 20_000,
+                bins: int = 40, nonzero_only: bool = True, log_bins: bool = False, n_q: int = 101,
+                sample_rows: int = 20_000,
                 corr_policy: str | None = None, corr_reward: str | None = None, length: str = "mean_tokens",
                 length_bins: int = 15, max_samples: int | None = NONDEFAULT_MAX_SAMPLES) -> dict:
     """Everything the distributions page shows, in one connection.
@@ -189,7 +191,8 @@ def seam_report(con: duckdb.DuckDBPyConnection, sel: Selection = ALL, *, plot: s
     # the default definition's summary is over all samples (finalize's seam_group_stats); charts read rel
     out: dict = {"summary": seam_summary(con, sel, _rel=None if sel.is_default else rel)}
     if plot == "histogram":
-        out["plot"] = seam_histogram(con, sel, bins=bins, nonzero_only=nonzero_only, _rel=rel)
+        out["plot"] = seam_histogram(con, sel, bins=bins, nonzero_only=nonzero_only, log_bins=log_bins,
+                                     _rel=rel)
     elif plot in ("ECDF", "box"):
         out["plot"] = seam_quantiles(con, sel, n_q=n_q, _rel=rel)
     elif plot == "violin":

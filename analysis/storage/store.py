@@ -25,6 +25,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import duckdb
 import pyarrow as pa
 
+from analysis.errors import UserError
 from analysis.storage import aggregates
 
 SQL_FILES = ("schema.sql", "metrics.sql")
@@ -265,6 +266,29 @@ def upsert_model(con: duckdb.DuckDBPyConnection, model: str, role: str, resolved
     )
 
 
+def set_alias(db: str | Path, model: str, alias: str | None, role: str | None = None) -> list[str]:
+    """Give `model` (as stored in `models`; both roles unless `role`) the display name `alias`, or clear it
+    (None). Why stored: model references are paths, and every dropdown of the app shows the alias instead.
+    Returns the roles changed; an unknown model or an alias another model already has is a UserError."""
+    if alias is not None and not alias.strip():
+        raise UserError("the alias is empty; give a name, or --clear to remove one")
+    with writer(db) as con:
+        roles = [r[0] for r in con.execute("SELECT role FROM models WHERE model = ? AND role = coalesce(?, role)"
+                                           " ORDER BY role", [model, role]).fetchall()]
+        if not roles:
+            known = [f"{m} ({r})" for m, r in con.execute("SELECT model, role FROM models ORDER BY role, model")
+                     .fetchall()]
+            raise UserError(f"no {role + ' ' if role else ''}model {model!r} in {db}; known: "
+                            f"{', '.join(known) or 'none'} (`seam info` lists them)")
+        if alias is not None:
+            alias = alias.strip()
+            clash = con.execute("SELECT model FROM models WHERE alias = ? AND model <> ?", [alias, model]).fetchone()
+            if clash:
+                raise UserError(f"alias {alias!r} already names {clash[0]!r}; pick another name")
+        con.execute("UPDATE models SET alias = ? WHERE model = ? AND role = coalesce(?, role)", [alias, model, role])
+    return roles
+
+
 # The run ledger (`runs`) lives in analysis/storage/ledger.py.
 
 
@@ -435,10 +459,15 @@ def import_rlhf_csv(db: Path, csv: Path, source: str | None = None) -> int:
         return con.execute("SELECT count(*) FROM _rlhf").fetchone()[0]
 
 
+def _has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
+    """Whether `table` has `column` (a DB last written by an older version may not: readers do not migrate)."""
+    return con.execute("SELECT count(*) FROM duckdb_columns() WHERE table_name = ? AND column_name = ?",
+                       [table, column]).fetchone()[0] > 0
+
+
 def _has_rlhf_grid(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether the DB has the rlhf-grid columns (a DB last written by an older version has not)."""
-    return con.execute("SELECT count(*) FROM duckdb_columns() WHERE table_name = 'rlhf_results'"
-                       " AND column_name = 'cell_id'").fetchone()[0] > 0 and con.execute(
+    return _has_column(con, "rlhf_results", "cell_id") and con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'rlhf_curves'").fetchone()[0] > 0
 
 
@@ -479,7 +508,8 @@ def describe(db: Path) -> dict:
                                     (SELECT count(*) FROM samples s WHERE s.dataset = d.dataset) AS samples,
                                     (SELECT count(*) FROM rejects r WHERE r.dataset = d.dataset) AS rejects
                              FROM datasets d ORDER BY d.dataset"""),
-            "models": q("SELECT model, role, resolved, sha256 FROM models ORDER BY role, model"),
+            "models": q("SELECT model, role, " + ("alias, " if _has_column(con, "models", "alias") else "")
+                        + "resolved, sha256 FROM models ORDER BY role, model"),
             "variants": q("SELECT variant, count(*) AS responses, count(DISTINCT sample_id) AS samples"
                           " FROM responses GROUP BY variant ORDER BY variant"),
             "rejects_by_reason": q("SELECT dataset, split_part(reason, ':', 1) AS reason, count(*) AS n, min(source_row)"

@@ -164,7 +164,7 @@ if rows.empty:
     st.info("Nothing matches these filters.")
     st.stop()
 row_keys = [row_key(r) for r in rows.itertuples()]
-short = common.short_names(list(opts["policies"]) + list(opts["rewards"]))
+short = common.display_names(list(opts["policies"]) + list(opts["rewards"]))
 table_rows = rows.assign(policy=rows["policy"].map(lambda m: short.get(m, m)),
                          reward=rows["reward"].map(lambda m: short.get(m, m)))
 # SEAM and hack rate first; a short table so the detail panel below is in view without scrolling

@@ -33,7 +33,7 @@ st.caption("A pair is a gold response and one worse response of the same prompt;
            "one higher. For each feature: the mismatch rate of pairs that have it vs pairs that do not, Wilson 95% "
            "intervals, per RM (at most 200,000 pairs per RM, a fixed hash sample).")
 
-names = common.short_names(opts["rewards"])
+names = common.display_names(opts["rewards"])
 fig = go.Figure()
 for rm, g in eff.groupby("reward", sort=True):
     g = g[g["n_with"] > 0]

@@ -46,7 +46,8 @@ norm = t2.toggle("share per group", value=True, key="d_norm", bind="query-params
 pm1 = t3.selectbox("PM (correlation, length)", pms, key="d_cpm", bind="query-params")
 rm1 = t4.selectbox("RM (correlation, length)", rms, key="d_crm", bind="query-params")
 log_axis = t6.toggle("log scale", value=False, key="d_log", bind="query-params",
-                     help="Log value axis: at small alpha SEAM values are ~1e-7 and a linear axis puts every bar at 0.")
+                     help="Log value axis: at small alpha SEAM values are ~1e-7 and a linear axis puts every bar at 0. "
+                          "The histogram then uses log-spaced bins over the values above 0.")
 length = t5.radio("length of", ["mean_tokens", "gold_tokens"], horizontal=True, key="d_len", bind="query-params",
                   format_func=lambda s: {"mean_tokens": "worse responses", "gold_tokens": "gold response"}[s])
 
@@ -57,7 +58,7 @@ custom = not sel.on_grid
 with st.spinner("Computing this custom SEAM definition from the per-response scores…" if custom
                 else "Aggregating in DuckDB…"):
     try:
-        rep = common.run(seam_report, sel, plot=kind, bins=40, nonzero_only=nonzero, n_q=101, sample_rows=20_000,
+        rep = common.run(seam_report, sel, plot=kind, bins=40, nonzero_only=nonzero, log_bins=log_axis, n_q=101, sample_rows=20_000,
                          corr_policy=pm1, corr_reward=rm1, length=length, length_bins=15,
                          _limit_s=common.CUSTOM_QUERY_LIMIT_S if custom else None)
     except common.QueryTimeout as exc:
@@ -92,7 +93,7 @@ if data.empty:
     st.info("No values for this selection.")
 elif kind == "histogram":
     for _, g in data.groupby(["variant", "policy", "reward"], sort=True):
-        denom = (g["group_n"] - (g["zeros"] if nonzero else 0)).iloc[0]
+        denom = (g["group_n"] - (g["zeros"] if nonzero or log_axis else 0)).iloc[0]  # log bins: zeros left out
         y = g["count"] / denom if norm and denom else g["count"]
         fig.add_bar(x=(g["bin_lo"] + g["bin_hi"]) / 2, y=y, width=(g["bin_hi"] - g["bin_lo"]),
                     name=group_name(g.iloc[0]), opacity=0.6,

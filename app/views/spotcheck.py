@@ -223,8 +223,8 @@ def labeling() -> None:
         # the buttons that label it exist, so a fast keypress can never label a pair whose text is not shown
         # yet (a keypress that still hits the previous pair's button names a pair no longer current: ignored).
         buttons = st.container()
-        st.caption("Keyboard: A, B, T (tie), S (skip), U (undo). Model scores and which side is gold stay hidden "
-                   "until you label.")
+        st.caption("Keyboard: A, B, T (tie), S (skip), U (undo), with or without Shift. Model scores and which "
+                   "side is gold stay hidden until you label.")
         with st.container(border=True, height=110):
             st.text(p["prompt"])
         a, b = st.columns(2)
@@ -235,16 +235,24 @@ def labeling() -> None:
                 st.text(text)
         with buttons:
             b1, b2, b3, b4, b5, b6 = st.columns([2, 2, 1, 1, 1, 3])
-            b1.button("A is better", key=f"lab_a|{key}", shortcut="A", on_click=record, args=("left", *args),
-                      type="primary", width="stretch")
-            b2.button("B is better", key=f"lab_b|{key}", shortcut="B", on_click=record, args=("right", *args),
-                      type="primary", width="stretch")
-            b3.button("Tie", key=f"lab_tie|{key}", shortcut="T", on_click=record, args=("tie", *args), width="stretch")
-            b4.button("Skip", key=f"lab_skip|{key}", shortcut="S", on_click=record, args=("skip", *args),
-                      width="stretch")
-            b5.button("Undo", key="undo", shortcut="U", on_click=undo, width="stretch",
-                      disabled="last_label" not in st.session_state)
+            can_undo = "last_label" in st.session_state
+            keys = (  # (column, label, key, shortcut, callback, args, primary, disabled)
+                (b1, "A is better", f"lab_a|{key}", "A", record, ("left", *args), True, False),
+                (b2, "B is better", f"lab_b|{key}", "B", record, ("right", *args), True, False),
+                (b3, "Tie", f"lab_tie|{key}", "T", record, ("tie", *args), False, False),
+                (b4, "Skip", f"lab_skip|{key}", "S", record, ("skip", *args), False, False),
+                (b5, "Undo", "undo", "U", undo, (), False, not can_undo))
+            for col, text, k, sc, fn, fargs, primary, off in keys:
+                col.button(text, key=k, shortcut=sc, on_click=fn, args=fargs, width="stretch", disabled=off,
+                           type="primary" if primary else "secondary")
             b6.progress(n_done / len(queue), text=f"{n_done} of {len(queue)} pairs in this queue labeled by you")
+        # Shift+A labels like A (Caps Lock or a held Shift used to do nothing): Streamlit matches a shortcut's
+        # modifiers exactly, so each key gets a twin button bound to Shift+key, same callback and pair ids, in
+        # a 1-pixel scroll container: out of sight but mounted, so its shortcut listens (no custom HTML/CSS).
+        with st.container(height=1, border=False, key="shift_keys"):
+            for _, _, k, sc, fn, fargs, _, off in keys:
+                st.button(f"Shift+{sc}", key=f"shift|{k}", shortcut=f"Shift+{sc}", on_click=fn, args=fargs,
+                          disabled=off)
     last = st.session_state.get("last_label")
     if last:
         reveal(last)

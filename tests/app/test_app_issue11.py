@@ -216,6 +216,24 @@ def test_short_model_names_in_dropdowns(run_app):
     assert ms.format_func is not None
 
 
+def test_model_alias_shown_in_dropdowns(run_app, synthetic_db, tmp_path, monkeypatch):
+    """`seam alias` stores a display name in `models`; the Mismatch browser's RM dropdown shows it (the other RM
+    keeps its short name) and its help still gives the full reference."""
+    from analysis.cli import main
+
+    path = tmp_path / "aliased.duckdb"
+    shutil.copy(synthetic_db(160, seed=11), path)
+    assert main(["alias", "rm-100k", "Big RM", "--db", str(path)]) == 0
+    monkeypatch.setenv("SEAM_DB", str(path))
+    at = run_app("browser")
+    ms = at.multiselect(key="b_rm")
+    from app import common
+
+    shown = list(ms.options)  # the labels the dropdown displays
+    assert "Big RM" in shown and "rm-10k" in shown, f"RM dropdown shows {shown}, expected the alias 'Big RM'"
+    assert common.md("Big RM = rm-100k") in (ms.help or ""), f"full reference not on hover: {ms.help!r}"
+
+
 # ------------------------------------------------------------------------------------------- item 13
 
 def test_not_selected_rows_are_not_rejects(tmp_path):

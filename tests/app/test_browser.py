@@ -178,6 +178,33 @@ def test_fast_double_keypress_labels_only_the_pair_on_screen(app_server, browser
     page.close()
 
 
+def test_shift_hotkeys_label_the_screen_side(app_server, browser):
+    """Shift+A then Shift+B (a held Shift or Caps Lock): each stores the label of the side pressed, for the pair
+    that was on screen (Streamlit matches shortcut modifiers exactly, so Shift+A used to do nothing)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    page.goto(f"{app_server['url']}/spotcheck?annotator=shifty&c_kind=dataset&c_variant=adv")
+    page.get_by_role("heading", name="Spot-check").wait_for(timeout=60_000)
+    wait_ready(page)
+    shown = []
+    for key in ("Shift+A", "Shift+B"):
+        texts = page.locator('[data-testid="stText"]')
+        shown.append((texts.nth(1).inner_text().strip(), texts.nth(2).inner_text().strip()))
+        page.keyboard.press(key)
+        wait_ready(page)
+    mine = [r for r in _labels(app_server) if r[0] == "shifty"]
+    assert len(mine) == 2, f"Shift+A / Shift+B stored {len(mine)} label(s), expected 2: {mine}"
+    for (_, a, b, label, left), side, (lt, rt) in zip(mine, ("left", "right"), shown):
+        right = b if left == a else a
+        assert (_response_text(app_server, left).strip(), _response_text(app_server, right).strip()) == (lt, rt), \
+            f"label for a pair not on screen: {(a, b)}"
+        want = (left if side == "left" else right)
+        assert label == ("a" if want == a else "b"), \
+            f"{side} pressed with Shift, stored label {label!r} (a={a}, b={b}, shown left={left})"
+    twins = page.locator(".st-key-shift_keys").bounding_box()
+    assert twins and twins["height"] <= 2, f"the Shift+key twin buttons take space on screen: {twins}"
+    page.close()
+
+
 def test_name_field_then_shortcuts_and_pair_above_the_fold(app_server, browser):
     """Type a name and press Enter: the field closes (keys no longer type into it: 'yvesa'), the settings
     fold away and the pair with its buttons fits in 1280x720."""
@@ -295,4 +322,54 @@ def test_saturation_cell_click_shows_its_samples(app_server, browser):
     wait_ready(page)
     page.get_by_text("PM pm-sft-10k  ×  RM rm-100k").wait_for(timeout=30_000)
     shot(page, "saturation-cell-clicked")
+    page.close()
+
+
+def test_browser_row_click_goes_into_the_url(app_server, browser):
+    """Click the third row of the Mismatch browser's table: the URL's `b_row` then names that row (sample,
+    variant, PM, RM — the row the same query returns third), the detail shows it, and opening that URL again
+    (a shared link) selects the same row."""
+    from urllib.parse import parse_qs, urlparse
+
+    from analysis.queries.base import filter_options
+    from analysis.queries.browser import BrowseFilter, browse_page
+    from analysis.storage import store
+
+    con = store.connect(app_server["db"], read_only=True)
+    try:
+        opts = filter_options(con)
+        rows = browse_page(con, BrowseFilter(variants=tuple(opts["variants"]), policies=tuple(opts["policies"]),
+                                             rewards=tuple(opts["rewards"])), sort="seam", descending=True)
+    finally:
+        con.close()
+    want = rows.iloc[2]
+    key = "|".join(str(want[c]) for c in ("sample_id", "variant", "policy", "reward"))
+    line = f"variant {want['variant']}   PM {want['policy']}   RM {want['reward']}"
+
+    def detail(page) -> list[str]:
+        texts = page.locator('[data-testid="stText"]').all_inner_texts()
+        return [t for t in texts if t.startswith(f"sample {want['sample_id']}   dataset") and line in t]
+
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page.goto(f"{app_server['url']}/browser")
+    page.get_by_role("heading", name="Mismatch browser").wait_for(timeout=60_000)
+    wait_ready(page)
+    assert "b_row" not in page.url, page.url
+    box = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
+    page.mouse.click(box["x"] + 18, box["y"] + 35 + 35 * 2 + 17)  # row marker of the third row (35 px rows)
+    wait_ready(page)
+    got = parse_qs(urlparse(page.url).query).get("b_row")
+    assert got == [key], f"after clicking the third row the URL has b_row={got}, expected {key!r}: {page.url}"
+    assert detail(page), f"detail does not show the clicked row {key!r}"
+    shared = page.url
+    page.close()
+
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page.goto(shared)
+    page.get_by_role("heading", name="Mismatch browser").wait_for(timeout=60_000)
+    wait_ready(page)
+    assert parse_qs(urlparse(page.url).query).get("b_row") == [key], page.url
+    assert detail(page), f"reloading {shared} does not show row {key!r}"
+    assert page.get_by_text("Showing the first row").count() == 0
+    shot(page, "browser-row-from-url")
     page.close()

@@ -69,6 +69,8 @@ CREATE TABLE IF NOT EXISTS models (
     info        JSON,               -- family, n_params, dtype, device, chat template used, ...
     PRIMARY KEY (model, role)
 );
+-- Display name set by `seam alias` (NULL: the dashboard shows the shortest unique suffix of `model`).
+ALTER TABLE models ADD COLUMN IF NOT EXISTS alias VARCHAR;
 
 -- PM log-probs of each response given its prompt: l(y) summed over response tokens (EOS included).
 CREATE TABLE IF NOT EXISTS pm_scores (

@@ -156,6 +156,39 @@ def test_histogram_bins_cover_all_values(con):
     assert nz["count"].sum() == (vals != 0).sum() and nz["zeros"].iloc[0] == (vals == 0).sum()
 
 
+def test_log_bins_spread_values_that_span_decades():
+    """Values 1e-7 .. 1e-1 (SEAM at small alpha): equal-width bins put all but the top decade in bin 0 (the
+    histogram on a log axis looked like one bar); log-spaced bins give each decade its own bin, with
+    geometric edges from the smallest to the largest value, and zeros left out."""
+    c = duckdb.connect()
+    vals = [10.0 ** -k for k in range(1, 8) for _ in range(3)] + [0.0, 0.0]
+    c.execute("CREATE TABLE v AS SELECT 'g' AS grp, unnest($v::DOUBLE[]) AS x", {"v": vals})
+
+    def hist(log):
+        ctes, sel = base.binned_sql("src", groups=("grp",), aggs="count(*) AS count", log=log)
+        return c.execute(f"WITH src AS (SELECT * FROM v), {ctes} {sel}", {"bins": 6}).df()
+
+    lin, log = hist(False), hist(True)
+    assert lin["count"].max() >= 20, f"linear bins should lump the small values into bin 0: {lin.to_dict('records')}"
+    assert list(log["count"]) == [3, 3, 3, 3, 3, 6], f"log bins, one decade each: {log.to_dict('records')}"
+    assert log["bin_lo"].iloc[0] == pytest.approx(1e-7) and log["bin_hi"].iloc[-1] == pytest.approx(0.1)
+    ratios = (log["bin_hi"] / log["bin_lo"]).to_numpy()
+    assert np.allclose(ratios, 10.0), f"edges not geometric: {ratios}"
+    c.close()
+
+
+def test_histogram_log_bins_at_small_alpha(con):
+    """At alpha = 0.1 the log-binned histogram spreads the positive values over several bins and counts every
+    one of them once (zeros are reported in `zeros`, not binned)."""
+    sel = Selection(alpha=0.1, variants=["adv"], policies=["pm-sft-1k"], rewards=["rm-10k"])
+    h = distributions.seam_histogram(con, sel, bins=20, log_bins=True)
+    n, zeros = int(h["group_n"].iloc[0]), int(h["zeros"].iloc[0])
+    assert h["count"].sum() == n - zeros, f"binned {h['count'].sum()} of {n - zeros} positive values"
+    used = int((h["count"] > 0).sum())
+    assert used >= 3, f"log bins put the values in {used} bin(s): {h.to_dict('records')}"
+    assert (h["bin_lo"] > 0).all() and (h["bin_hi"] > h["bin_lo"]).all()
+
+
 def test_quantiles_match_numpy(con):
     q = distributions.seam_quantiles(con, Selection(variants=["contrast"], policies=["pm-sft-10k"], rewards=["rm-100k"]),
                                      n_q=11)
