@@ -51,8 +51,8 @@ import resource, sys, time
 sys.path.insert(0, {root!r})
 from analysis.storage import store
 t0 = time.perf_counter()
-with store.writer({db!r}):
-    pass
+with store.writer({db!r}) as con:
+    con.execute("SET enable_progress_bar = false")
 print(f"schema check / migration of {db}: {{time.perf_counter() - t0:.0f}} s, "
       f"peak RSS {{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}} MB", flush=True)
 """

@@ -438,6 +438,13 @@ def _lock(path: Path) -> Iterator[None]:
                 _say("lock acquired")
 
 
+def finish_model_dir(tmp: Path, out_dir: Path, card_name: str, card: dict) -> None:
+    """Write the training card into the finished model folder `tmp` and move it into place atomically
+    (`atomic_replace_dir`): a folder with a card is always a complete model."""
+    (tmp / card_name).write_text(json.dumps(card, indent=2))
+    atomic_replace_dir(tmp, out_dir)
+
+
 def atomic_replace_dir(tmp: Path, out_dir: Path) -> None:
     """Swap a finished tmp dir into place (replacing an older one); a reader never sees a half-written model."""
     if out_dir.exists():

@@ -48,7 +48,7 @@ from torch import nn
 
 from analysis.models.configs import RMTrainConfig
 from analysis.models.devices import pick_device, pick_dtype
-from analysis.models.resolve import atomic_replace_dir
+from analysis.models.resolve import finish_model_dir
 
 CARD_NAME = "seam_rm.json"
 CARD_FORMAT = "seam-rm/1"
@@ -685,8 +685,7 @@ def _train_reward_model(pairs: list[tuple[str, str, str]], out_dir: Path, config
             "config": dataclasses.asdict(config),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        (tmp / CARD_NAME).write_text(json.dumps(report, indent=2))
-        atomic_replace_dir(tmp, out_dir)
+        finish_model_dir(tmp, out_dir, CARD_NAME, report)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -69,7 +69,7 @@ def train_policy_model(examples: Sequence[tuple[str, str]], out_dir: Path | str,
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from analysis.models.devices import pick_device
-    from analysis.models.resolve import atomic_replace_dir, default_models_dir, resolve_model, weights_sha256
+    from analysis.models.resolve import finish_model_dir, default_models_dir, resolve_model, weights_sha256
     from analysis.models.policy import eos_token_id
 
     t0 = time.perf_counter()
@@ -182,8 +182,7 @@ def train_policy_model(examples: Sequence[tuple[str, str]], out_dir: Path | str,
             "config": dataclasses.asdict(config),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        (tmp / CARD_NAME).write_text(json.dumps(report, indent=2))
-        atomic_replace_dir(tmp, out_dir)
+        finish_model_dir(tmp, out_dir, CARD_NAME, report)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
-from analysis.stats.metrics import PairOutcomes, bootstrap_mean, pair_outcomes, t_interval, wilson
+from analysis.stats.metrics import PairOutcomes, bootstrap_mean, degenerate_mean, pair_outcomes, t_interval, wilson
 
 __all__ = [
     "BoNOutcome", "bon_pick_weights", "best_of_n", "bon_curve", "paired_diff", "mean_ci", "seed_mean_ci",
@@ -134,12 +134,8 @@ def paired_diff(a: Sequence[float], b: Sequence[float], confidence: float = 0.95
 
 def seed_mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
     """Mean over independent repetitions (seeds) with a Student-t interval; one value gives (v, v, v)."""
-    v = np.asarray(values, float)
-    v = v[~np.isnan(v)]
-    if len(v) == 0:
-        return (float("nan"),) * 3
-    m = float(v.mean())
-    if len(v) < 2 or np.all(v == v[0]):
+    v, m = degenerate_mean(values)
+    if v is None:
         return m, m, m
     lo, hi = t_interval(m, float(v.std(ddof=1)), len(v), confidence)
     return m, lo, hi

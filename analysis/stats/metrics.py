@@ -170,15 +170,22 @@ def n_for_halfwidth(p: float, halfwidth: float, confidence: float = 0.95) -> int
     return int(math.ceil(z * z * p * (1 - p) / (halfwidth * halfwidth)))
 
 
-def bootstrap_mean(values: Sequence[float], confidence: float = 0.95, n_resamples: int = 2000,
-                   seed: int = 0) -> tuple[float, float, float]:
-    """(mean, lo, hi) with a percentile bootstrap interval; degenerate inputs give (mean, mean, mean)."""
+def degenerate_mean(values: Sequence[float]) -> tuple[np.ndarray | None, float]:
+    """(non-NaN values, their mean) — or (None, mean) when no interval can be formed (no values: mean NaN;
+    one value or all equal: the interval is the mean itself). The preamble of every mean-with-interval."""
     v = np.asarray(values, float)
     v = v[~np.isnan(v)]
     if len(v) == 0:
-        return (float("nan"),) * 3
+        return None, float("nan")
     m = float(v.mean())
-    if len(v) < 2 or np.all(v == v[0]):
+    return (None if len(v) < 2 or np.all(v == v[0]) else v), m
+
+
+def bootstrap_mean(values: Sequence[float], confidence: float = 0.95, n_resamples: int = 2000,
+                   seed: int = 0) -> tuple[float, float, float]:
+    """(mean, lo, hi) with a percentile bootstrap interval; degenerate inputs give (mean, mean, mean)."""
+    v, m = degenerate_mean(values)
+    if v is None:
         return m, m, m
     res = stats.bootstrap((v,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
                           method="percentile", random_state=np.random.default_rng(seed))
