@@ -37,7 +37,7 @@ from analysis.queries.overview import (datasets_summary, models_summary, recent_
                                        rm_accuracy, variant_summary)
 from analysis.queries.prompt_map import prompt_map_points  # noqa: E402
 from analysis.queries.saturation import axis_quality, proxy_grid, rlhf_grid, saturation_grid  # noqa: E402
-from analysis.queries.selection import Selection  # noqa: E402
+from analysis.queries.selection import NONDEFAULT_MAX_SAMPLES, Selection  # noqa: E402
 from analysis.queries.spotcheck import label_mismatch, spotcheck_pairs  # noqa: E402
 from analysis.storage import aggregates, store  # noqa: E402
 
@@ -99,7 +99,7 @@ def cases(opts: dict, con) -> list[tuple[str, str, Callable, tuple, dict]]:
                                                                    "seed": 1, "stratify": "source"}),
         ("spotcheck", "response_scores[whole queue]", response_scores, (sorted(set(spot["a_id"]) | set(spot["b_id"])),), {}),
         ("spotcheck", "label_mismatch", label_mismatch, (labels,), {}),
-        ("export", "filter_report", filter_report, (spec,), {}),
+        ("export", "filter_report", filter_report, (spec,), {"max_samples": NONDEFAULT_MAX_SAMPLES}),
         ("prompt-map", "prompt_map_points", prompt_map_points, (), {"variant": v, "policy": pm, "reward": rm, "max_points": 20000}),
     ]
     missing = set(PAGE_QUERIES) - {c[2] for c in out}

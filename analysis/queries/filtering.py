@@ -42,10 +42,12 @@ class FilterSpec:
         return d
 
 
-def filter_cte(spec: FilterSpec, params: dict) -> str:
+def filter_cte(spec: FilterSpec, params: dict, src: str | None = None) -> str:
     """`WITH`-body defining relation `assigned(sample_id, v, hack_rate, gold_tokens, mean_tokens, dropped)`.
 
     Used by the filter page and by `analysis.queries.export`, so what you see is what gets exported.
+    `src` (default: the spec's exact per-sample metrics) lets the page's preview rank a stored hash sample
+    with the same rule.
     """
     if spec.mode not in ("top", "bottom", "random"):
         raise ValueError("mode must be top, bottom or random")
@@ -53,7 +55,7 @@ def filter_cte(spec: FilterSpec, params: dict) -> str:
         raise ValueError("q must be within [0, 1]")
     sel = spec.selection
     col = sel.column
-    src = sel.source(params)
+    src = src or sel.source(params)
     params.update({"f_variant": spec.variant, "f_policy": spec.policy, "f_reward": spec.reward,
                    "f_q": float(spec.q), "f_seed": int(spec.seed)})
     order = {"top": "v DESC NULLS LAST, sample_id", "bottom": "v ASC NULLS LAST, sample_id",
@@ -70,11 +72,22 @@ def filter_cte(spec: FilterSpec, params: dict) -> str:
                             rk <= floor($f_q * n_all) AS dropped FROM fr)"""
 
 
-def _materialise_filter(con: duckdb.DuckDBPyConnection, spec: FilterSpec) -> str:
+def _materialise_filter(con: duckdb.DuckDBPyConnection, spec: FilterSpec, stored: str | None = None) -> str:
     """Evaluate the split once into a temp table (one row per sample: v, dropped, gold reward, lengths,
-    dataset, source) that the summary / histogram / composition queries then read. Returns its name."""
+    dataset, source) that the summary / histogram / composition queries then read. Returns its name.
+    `stored`: finalize's per-sample rows (`Selection.stored_rows`), which carry gold reward, dataset and
+    source, so the split needs no join with the score and sample tables."""
     params: dict = {}
-    cte = filter_cte(spec, params)
+    cte = filter_cte(spec, params, stored)
+    if stored:
+        _exec(con, f"""
+            CREATE OR REPLACE TEMP TABLE _filter_rows AS
+            WITH {cte}
+            SELECT a.*, st.gold_score AS gold_reward, st.dataset, st.source
+            FROM assigned a JOIN {stored} st USING (sample_id)
+            WHERE st.variant = $f_variant AND st.policy = $f_policy AND st.reward = $f_reward
+        """, params)
+        return "_filter_rows"
     _exec(con, f"""
         CREATE OR REPLACE TEMP TABLE _filter_rows AS
         WITH {cte},
@@ -157,13 +170,26 @@ def filter_composition(con: duckdb.DuckDBPyConnection, spec: FilterSpec, by: str
     return _filter_comp_from(con, _materialise_filter(con, spec), by)
 
 
-def filter_report(con: duckdb.DuckDBPyConnection, spec: FilterSpec, *, bins: int = 30,
-                  by: str = "source") -> dict[str, pd.DataFrame]:
+def filter_report(con: duckdb.DuckDBPyConnection, spec: FilterSpec, *, bins: int = 30, by: str = "source",
+                  max_samples: int | None = None) -> dict:
     """Everything the filter page shows, from one evaluation of the split (one pass instead of five):
-    {'summary', 'hist_v', 'hist_gold_reward', 'hist_gold_tokens', 'composition'}."""
-    rel = _materialise_filter(con, spec)
+    {'summary', 'hist_v', 'hist_gold_reward', 'hist_gold_tokens', 'composition', 'scope'}.
+
+    With `max_samples` = the stored hash sample's size (aggregates.SAMPLE_ROWS_MAX) and a spec on the grid of
+    precomputed definitions without a selection, the split is previewed on finalize's uniform hash sample of
+    <= max_samples samples (all of them on a smaller DB), so the page's cost does not grow with the data;
+    the export applies the same rule to every sample. `scope` (one row): n_used, n_all, sampled."""
+    stored = None if spec.sample_ids or max_samples is None else spec.selection.stored_rows(con, max_samples)
+    rel = _materialise_filter(con, spec, stored)
+    n_used = int(_df(con, f"SELECT count(*) AS n FROM {rel}")["n"][0])
+    n_all = n_used
+    if stored:
+        params: dict = {"v": spec.variant, "p": spec.policy, "r": spec.reward}
+        n_all = int(_df(con, "SELECT count(*) AS n FROM seam_metrics WHERE variant = $v AND policy = $p AND reward = $r",
+                        params)["n"][0])
     return {"summary": _filter_summary_from(con, rel),
             "hist_v": _filter_hist_from(con, rel, "v", bins),
             "hist_gold_reward": _filter_hist_from(con, rel, "gold_reward", bins),
             "hist_gold_tokens": _filter_hist_from(con, rel, "gold_tokens", bins),
-            "composition": _filter_comp_from(con, rel, by)}
+            "composition": _filter_comp_from(con, rel, by),
+            "scope": pd.DataFrame([{"n_used": n_used, "n_all": n_all, "sampled": n_used < n_all}])}

@@ -11,7 +11,7 @@ import pandas as pd
 import numpy as np
 
 from analysis.queries.base import _df, add_t, add_wilson
-from analysis.queries.selection import Selection
+from analysis.queries.selection import SAMPLE_MOD, Selection
 
 def prompt_map_points(con: duckdb.DuckDBPyConnection, *, variant: str, policy: str, reward: str,
                       alpha: float = 1.0, tau: float = 0.0, max_points: int = 20_000,
@@ -20,21 +20,28 @@ def prompt_map_points(con: duckdb.DuckDBPyConnection, *, variant: str, policy: s
 
     Returns (points, n_total). points columns: sample_id, x, y, seam, hack_rate, mismatch (RM prefers
     some worse response over gold), dataset, source, prompt (truncated). When the map has more than
-    `max_points` samples a reservoir sample (`USING SAMPLE`) is returned and n_total says how many exist.
+    `max_points` samples a deterministic hash sample of max_points is returned (the same points for a seed,
+    whatever the widget values) and n_total says how many exist.
     """
     max_points = max(10, min(int(max_points), 200_000))
-    params: dict = {"variant": variant, "policy": policy, "reward": reward}
+    params: dict = {"variant": variant, "policy": policy, "reward": reward, "seed": int(seed), "n": max_points}
     src = Selection(alpha=alpha, tau=tau, variants=(variant,), policies=(policy,), rewards=(reward,)).source(params)
     n_total = int(_df(con, "SELECT count(*) AS n FROM prompt_map")["n"][0])
-    sampled = f"USING SAMPLE reservoir({max_points} ROWS) REPEATABLE ({int(seed)})" if n_total > max_points else ""
+    # Downsampling: the max_points samples first in hash(sample_id, seed) order, searched within a hash subset
+    # of ~2x max_points (every table is then filtered by a hash before any join, so the cost stays bounded).
+    sub = "TRUE"
+    if n_total > max_points:
+        params.update(p_mod=SAMPLE_MOD, p_keep=max(1, int(SAMPLE_MOD * min(1.0, 2.0 * max_points / n_total))))
+        sub = "hash(sample_id) % $p_mod < $p_keep"
     df = _df(con, f"""
-        WITH pm AS (SELECT sample_id, x, y FROM prompt_map {sampled}),
+        WITH pm AS (SELECT sample_id, x, y FROM prompt_map WHERE {sub}
+                    ORDER BY hash(sample_id, $seed), sample_id LIMIT $n),
         m AS (SELECT sample_id, seam, hack_rate, NOT rm_prefers_gold AS mismatch FROM {src}
-              WHERE variant = $variant AND policy = $policy AND reward = $reward
-                AND sample_id IN (SELECT sample_id FROM pm))
-        SELECT pm.sample_id, pm.x, pm.y, m.seam, m.hack_rate, m.mismatch, s.dataset, s.source,
-               left(s.prompt, 120) AS prompt
-        FROM pm JOIN samples s USING (sample_id) LEFT JOIN m USING (sample_id)
+              WHERE variant = $variant AND policy = $policy AND reward = $reward AND {sub}
+                AND sample_id IN (SELECT sample_id FROM pm)),
+        s AS (SELECT sample_id, dataset, source, left(prompt, 120) AS prompt FROM samples WHERE {sub})
+        SELECT pm.sample_id, pm.x, pm.y, m.seam, m.hack_rate, m.mismatch, s.dataset, s.source, s.prompt
+        FROM pm JOIN s USING (sample_id) LEFT JOIN m USING (sample_id)
         ORDER BY pm.sample_id
     """, params)
     return df, n_total

@@ -8,6 +8,7 @@ import duckdb
 import pandas as pd
 
 from analysis.queries.base import _df, add_wilson, rows_by_key
+from analysis.queries.selection import NONDEFAULT_MAX_SAMPLES as POOL_MAX, sample_keep
 
 def spotcheck_pairs(con: duckdb.DuckDBPyConnection, *, kind: str = "policy", n: int = 50, seed: int = 0,
                     variant: str = "rejected", generator: str | None = None,
@@ -29,6 +30,10 @@ def spotcheck_pairs(con: duckdb.DuckDBPyConnection, *, kind: str = "policy", n: 
 
     kind 'rlhf': the held-out pairs of `seam rlhf-grid` (starting PM vs trained policy on one prompt), of
     one cell (`cell` = its cell_id) or of all cells; see `rlhf_eval_pairs`.
+
+    On a DB of more than POOL_MAX samples the prompts are drawn from a uniform hash subset of ~POOL_MAX of
+    them (the distributions page's sample): a queue of at most 5,000 drawn from 100k random prompts is as
+    random as one drawn from all, and the cost no longer grows with the DB.
     """
     if kind == "rlhf":
         return rlhf_eval_queue(con, n=n, seed=seed, cell=cell)
@@ -37,8 +42,10 @@ def spotcheck_pairs(con: duckdb.DuckDBPyConnection, *, kind: str = "policy", n: 
     strat = {"dataset": "s.dataset", "source": "coalesce(s.source, '')", None: "''"}.get(stratify)
     if strat is None:
         raise ValueError("stratify must be None, 'dataset' or 'source'")
-    params: dict = {"seed": int(seed), "n": max(1, min(int(n), 5000))}
-    whole = ("AND coalesce(json_extract_string(provenance, '$.truncated'), 'false') <> 'true'"
+    params: dict = {"seed": int(seed)}
+    # a substring test first: parsing every response's provenance JSON was most of the queue's cost at 1M samples
+    whole = ("AND NOT (contains(CAST(provenance AS VARCHAR), 'truncated')"
+             " AND coalesce(json_extract_string(provenance, '$.truncated'), 'false') = 'true')"
              if exclude_truncated else "")
     if kind == "policy":
         gen_cond = ""
@@ -47,10 +54,9 @@ def spotcheck_pairs(con: duckdb.DuckDBPyConnection, *, kind: str = "policy", n: 
             gen_cond = "AND json_extract_string(provenance, '$.generator') = $generator"
         cand = f"SELECT sample_id FROM responses WHERE variant = 'policy' {gen_cond} {whole}"
         pairs = f"""
-            pol AS (SELECT sample_id, response_id, text, CAST(provenance AS VARCHAR) AS prov,
+            pol AS (SELECT sample_id, response_id, text, provenance AS prov,
                            json_extract_string(provenance, '$.generator') AS generator
-                    FROM responses WHERE variant = 'policy' {gen_cond} {whole}
-                      AND sample_id IN (SELECT sample_id FROM chosen)),
+                    FROM _spot_rs WHERE variant = 'policy' {gen_cond} {whole}),
             ranked AS (SELECT *, row_number() OVER (PARTITION BY sample_id, generator
                                                     ORDER BY hash(response_id, $seed), response_id) AS rn
                        FROM pol),
@@ -70,9 +76,8 @@ def spotcheck_pairs(con: duckdb.DuckDBPyConnection, *, kind: str = "policy", n: 
         params["variant"] = variant
         cand = f"SELECT sample_id FROM responses WHERE variant = $variant {whole}"
         pairs = f"""
-            rs AS (SELECT sample_id, response_id, variant, text, CAST(provenance AS VARCHAR) AS prov FROM responses
-                   WHERE (variant = $variant OR variant = 'gold') AND sample_id IN (SELECT sample_id FROM chosen)
-                     {whole}),
+            rs AS (SELECT sample_id, response_id, variant, text, provenance AS prov FROM _spot_rs
+                   WHERE (variant = $variant OR variant = 'gold') {whole}),
             w AS (SELECT * FROM rs WHERE variant = $variant
                   QUALIFY row_number() OVER (PARTITION BY sample_id ORDER BY hash(response_id, $seed), response_id) = 1),
             g AS (SELECT * FROM rs WHERE variant = 'gold'),
@@ -84,19 +89,34 @@ def spotcheck_pairs(con: duckdb.DuckDBPyConnection, *, kind: str = "policy", n: 
                              CASE WHEN w.response_id < g.response_id THEN g.text ELSE w.text END AS b_text,
                              CASE WHEN w.response_id < g.response_id THEN g.prov ELSE w.prov END AS b_prov
                       FROM w JOIN g USING (sample_id))"""
-    return _df(con, f"""
+    # 1. the prompts (hash order per stratum); 2. their responses by index; 3. the pairs, over those few rows
+    draw = dict(params, n=max(1, min(int(n), 5000)))
+    pool = ""
+    if sample_keep(con, POOL_MAX, draw):   # big DB: draw from a uniform hash subset of the prompts
+        cand += " AND hash(sample_id) % $s_mod < $s_keep"
+        pool = "AND hash(s.sample_id) % $s_mod < $s_keep"
+    chosen = _df(con, f"""
         WITH drawn AS (
             SELECT s.sample_id, s.dataset, s.source, s.prompt, hash(s.sample_id, $seed) AS h,
                    row_number() OVER (PARTITION BY {strat} ORDER BY hash(s.sample_id, $seed), s.sample_id) AS srn
-            FROM samples s WHERE s.sample_id IN ({cand})
-            QUALIFY srn <= $n),
-        chosen AS (SELECT * FROM drawn ORDER BY srn, h, sample_id LIMIT $n),
-        {pairs}
-        SELECT c.sample_id, c.dataset, c.source, c.prompt, p.a_id, p.a_text, p.a_prov, p.b_id, p.b_text, p.b_prov,
-               (hash(p.a_id, p.b_id, $seed + 1) % 2) = 1 AS swap, p.generator, '{kind}' AS kind
-        FROM chosen c JOIN pairs p USING (sample_id)
-        ORDER BY c.srn, c.h, c.sample_id
-    """, params)
+            FROM samples s WHERE s.sample_id IN ({cand}) {pool}
+            QUALIFY srn <= $n)
+        SELECT * FROM drawn ORDER BY srn, h, sample_id LIMIT $n
+    """, draw)
+    con.register("_spot_chosen", chosen)
+    con.register("_spot_rs", rows_by_key(con, "responses", "sample_id", list(chosen["sample_id"]),
+                                         "sample_id, response_id, variant, text, CAST(provenance AS VARCHAR) AS provenance"))
+    try:
+        return _df(con, f"""
+            WITH {pairs}
+            SELECT c.sample_id, c.dataset, c.source, c.prompt, p.a_id, p.a_text, p.a_prov, p.b_id, p.b_text, p.b_prov,
+                   (hash(p.a_id, p.b_id, $seed + 1) % 2) = 1 AS swap, p.generator, '{kind}' AS kind
+            FROM _spot_chosen c JOIN pairs p USING (sample_id)
+            ORDER BY c.srn, c.h, c.sample_id
+        """, params)
+    finally:
+        con.unregister("_spot_chosen")
+        con.unregister("_spot_rs")
 
 
 QUEUE_COLUMNS = ["sample_id", "dataset", "source", "prompt", "a_id", "a_text", "a_prov", "b_id", "b_text", "b_prov",

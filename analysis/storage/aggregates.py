@@ -91,14 +91,16 @@ def build(con: duckdb.DuckDBPyConnection) -> None:
     keep = hash_keep(n_total, SAMPLE_ROWS_MAX)
     cond = "TRUE" if keep is None else f"hash(sample_id) % {SAMPLE_MOD} < {int(keep)}"
     cols = ("sample_id, variant, policy, reward, seam, seam_rel, hack_rate, k, pm_prefers_gold, rm_prefers_gold,"
-            " mean_tokens, gold_tokens")
+            " mean_tokens, gold_tokens, gold_score, dataset, source")
+    # dataset / source ride along (per-sample attributes) so the filter page's preview needs no join
+    ds = "JOIN (SELECT sample_id, dataset, coalesce(source, '(none)') AS source FROM samples) USING (sample_id)"
     con.execute(f"CREATE OR REPLACE TABLE seam_sample_rows AS SELECT 1.0::DOUBLE AS alpha, 0.0::DOUBLE AS tau, {cols}"
-                f" FROM seam_metrics WHERE {cond} ORDER BY {ROW_ORDER}")
+                f" FROM seam_metrics {ds} WHERE {cond} ORDER BY {ROW_ORDER}")
     sampled = "" if keep is None else f", sample_mod := {SAMPLE_MOD}, sample_keep := {int(keep)}"
     for alpha in ALPHA_GRID:   # one pass over the scores per alpha serves every tau
         taus = [float(t) for t in TAU_GRID if (alpha, t) != (1.0, 0.0)]   # (1, 0): seam_metrics' rows, above
         con.execute(f"INSERT INTO seam_sample_rows SELECT {float(alpha)!r}, tau, {cols}"
-                    f" FROM seam_at_taus({float(alpha)!r}, {taus!r}{sampled}) ORDER BY tau, {ROW_ORDER}")
+                    f" FROM seam_at_taus({float(alpha)!r}, {taus!r}{sampled}) {ds} ORDER BY tau, {ROW_ORDER}")
     keep = hash_keep(n_total, AXIS_MAX_SAMPLES)
     sampled = "" if keep is None else f", sample_mod := {SAMPLE_MOD}, sample_keep := {int(keep)}"
     con.execute("CREATE OR REPLACE TABLE axis_pm_quality (variant VARCHAR, policy VARCHAR, n BIGINT,"

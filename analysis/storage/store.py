@@ -356,9 +356,10 @@ def finalize(con: duckdb.DuckDBPyConnection, *, part_samples: int | None = None)
     seam_metrics is built per partition `hash(sample_id) % parts` (every row of a sample lands in one
     partition, and each row depends on its own sample only), so the result equals the one-statement
     `seam_at(1.0, 0.0)` + `rank_agreement_at(1.0)` while memory stays bounded by the partition size.
-    Each partition is written in descending SEAM order: the browser's default "highest SEAM first" page is
-    then a top-N whose running threshold lets DuckDB skip nearly every row group by its min/max zone map
-    (measured at 100k samples: 145 -> 12 ms).
+    Each partition is written sorted by (PM, RM, variant, descending SEAM), so DuckDB's min/max zone maps
+    skip most row groups both for a page that reads one (PM, RM, variant) slice (filter page, prompt map)
+    and for the browser's default "highest SEAM first" page, a top-N whose running threshold skips every
+    row group below it (measured at 100k samples, SEAM order alone: 145 -> 12 ms).
     """
     part_samples = int(part_samples or os.environ.get("SEAM_FINALIZE_PART_SAMPLES") or FINALIZE_PART_SAMPLES)
     n_samples = con.execute("SELECT count(*) FROM samples").fetchone()[0]
@@ -378,7 +379,7 @@ def finalize(con: duckdb.DuckDBPyConnection, *, part_samples: int | None = None)
                 SELECT s.*, ra.rank_agreement
                 FROM seam_at(1.0, 0.0{args}) s
                 LEFT JOIN rank_agreement_at(1.0{args}) ra USING (sample_id, variant, policy, reward)
-                ORDER BY s.seam DESC NULLS LAST
+                ORDER BY s.policy, s.reward, s.variant, s.seam DESC NULLS LAST
             """)
         con.execute(
             """

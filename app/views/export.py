@@ -20,6 +20,7 @@ from analysis.queries import export as export_mod
 from analysis.storage import labels as labels_mod
 from analysis.queries.base import experiment_table, filter_options
 from analysis.queries.filtering import FilterSpec, filter_report
+from analysis.queries.selection import NONDEFAULT_MAX_SAMPLES
 from app import common
 
 st.title("Filtering & export")
@@ -48,13 +49,17 @@ with st.container(border=True):
 spec = FilterSpec(variant=variant, policy=policy, reward=reward, mode=mode, q=q / 100, metric=metric, seed=seed,
                   sample_ids=tuple(sel_state["ids"]) if use_sel else ())
 with st.spinner("Splitting and comparing in DuckDB…"):
-    report = common.run(filter_report, spec, bins=30, by=by)
+    report = common.run(filter_report, spec, bins=30, by=by, max_samples=NONDEFAULT_MAX_SAMPLES)
 summ = report["summary"]
 if summ.empty or int(summ[summ["group"] == "all"]["n"].iloc[0]) == 0:
     st.warning("No samples for this variant and model pair.")
     st.stop()
 
 st.subheader("Before / after")
+scope = report["scope"].iloc[0]
+if bool(scope["sampled"]):
+    st.caption(f"Preview on a uniform hash sample of {int(scope['n_used']):,} of {int(scope['n_all']):,} samples "
+               f"(the same rule ranked within the sample); the export applies it to all {int(scope['n_all']):,}.")
 show = summ.copy()
 show["mean [95% CI]"] = [common.ci_num(m, lo, hi) for m, lo, hi in zip(show["mean"], show["lo"], show["hi"])]
 st.dataframe(show[["group", "n", "mean [95% CI]", "min", "max", "hack_rate", "gold_reward", "gold_tokens",

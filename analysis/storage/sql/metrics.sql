@@ -66,7 +66,8 @@ SELECT tau, sample_id, variant, policy, reward,
        bool_and(lp_gold > lp)                AS pm_prefers_gold,
        bool_and(score_gold > score)          AS rm_prefers_gold,
        avg(n_tokens)                         AS mean_tokens,
-       any_value(n_tokens_gold)              AS gold_tokens
+       any_value(n_tokens_gold)              AS gold_tokens,
+       any_value(score_gold)                 AS gold_score
 FROM h
 GROUP BY tau, sample_id, variant, policy, reward;
 

@@ -134,8 +134,10 @@ CREATE TABLE IF NOT EXISTS seam_metrics (
     sample_id VARCHAR, variant VARCHAR, policy VARCHAR, reward VARCHAR,
     seam DOUBLE, seam_rel DOUBLE, hack_rate DOUBLE, k INTEGER,
     pm_prefers_gold BOOLEAN, rm_prefers_gold BOOLEAN, mean_tokens DOUBLE, gold_tokens INTEGER,
+    gold_score DOUBLE,   -- the RM's reward of the gold response (the filter page's "gold reward", without a join)
     rank_agreement DOUBLE
 );
+ALTER TABLE seam_metrics ADD COLUMN IF NOT EXISTS gold_score DOUBLE;
 CREATE OR REPLACE VIEW seam AS
 SELECT sample_id, variant, policy, reward, seam, seam_rel, hack_rate, k FROM seam_metrics;
 

@@ -15,7 +15,7 @@ from scipy import stats
 from analysis.queries import base, browser, distributions, filtering, overview, prompt_map, saturation, spotcheck
 from analysis.queries.selection import Selection
 from analysis.stats.metrics import t_interval, wilson
-from analysis.storage import store
+from analysis.storage import aggregates, store
 from analysis.data import synthetic
 
 
@@ -365,6 +365,37 @@ def test_filter_split(con, mode):
     comp = rep["composition"]
     assert comp.groupby("group")["share"].sum().round(9).eq(1).all()
     assert comp[comp.group == "dropped"]["n"].sum() == 60
+
+
+@pytest.mark.parametrize("mode", ["top", "random"])
+def test_filter_preview_from_stored_rows_equals_exact_split_on_a_small_db(con, mode):
+    """Below the stored hash sample's size the page's preview (stored rows) is the whole DB: same numbers."""
+    spec = filtering.FilterSpec(variant="adv", policy="pm-sft-1k", reward="rm-10k", mode=mode, q=0.2, seed=3)
+    exact = filtering.filter_report(con, spec, bins=10)
+    preview = filtering.filter_report(con, spec, bins=10, max_samples=aggregates.SAMPLE_ROWS_MAX)
+    scope = preview["scope"].iloc[0]
+    assert (scope["n_used"], scope["n_all"], bool(scope["sampled"])) == (300, 300, False), scope.to_dict()
+    for key in ("summary", "hist_v", "hist_gold_reward", "hist_gold_tokens", "composition"):
+        pd.testing.assert_frame_equal(exact[key], preview[key], check_exact=False, rtol=1e-9, obj=key)
+
+
+def test_filter_preview_samples_a_db_larger_than_the_stored_sample(tmp_path, monkeypatch):
+    """Above it, the preview ranks finalize's uniform hash sample (cost independent of the DB size) and says so;
+    the same rule on the sample drops the same share, and its dropped rows sit above its kept ones."""
+    monkeypatch.setattr(aggregates, "SAMPLE_ROWS_MAX", 400)
+    db = synthetic.make_synthetic_db(tmp_path / "big.duckdb", 2000, seed=4)
+    c = store.connect(db, read_only=True)
+    try:
+        spec = filtering.FilterSpec(variant="adv", policy="pm-sft-1k", reward="rm-10k", mode="top", q=0.25)
+        rep = filtering.filter_report(c, spec, bins=10, max_samples=400)
+        scope = rep["scope"].iloc[0]
+        summ = rep["summary"].set_index("group")
+    finally:
+        c.close()
+    assert bool(scope["sampled"]) and scope["n_all"] == 2000 and 300 <= scope["n_used"] <= 500, scope.to_dict()
+    assert summ.loc["all", "n"] == scope["n_used"], (summ.loc["all", "n"], scope.to_dict())
+    assert summ.loc["dropped", "n"] == int(0.25 * scope["n_used"]), summ["n"].to_dict()
+    assert summ.loc["dropped", "min"] >= summ.loc["kept", "max"], summ[["min", "max"]].to_dict()
 
 
 def test_filter_random_is_seeded(con):
