@@ -125,10 +125,11 @@ def _cached(db: str, version: tuple, name: str, _fn: Callable[..., Any], args: t
             timer.start()
         return _fn(con, *args, **dict(kwargs))
     except duckdb.InterruptException:
-        raise QueryTimeout(f"Stopped after {limit_s:g} s: this custom selection is computed exactly from the "
-                           "per-response scores, which takes too long on this DB. Pick a precomputed SEAM "
-                           "definition (alpha in 0, 0.25, 0.5, 0.75, 1 with hard hacking or tau = 1) or fewer "
-                           "variants / models, or raise SEAM_QUERY_LIMIT_S.") from None
+        raise QueryTimeout(f"Stopped after {limit_s:g} s: this custom selection (a SEAM definition off the "
+                           "precomputed grid, a text search or a non-default sort) reads every matching row, which "
+                           "takes too long on this DB. Pick a precomputed SEAM definition (alpha in 0, 0.25, 0.5, "
+                           "0.75, 1 with hard hacking or tau = 1), narrow the filters (fewer variants / models, a "
+                           "dataset or source), or raise SEAM_QUERY_LIMIT_S.") from None
     finally:
         if timer:
             timer.cancel()

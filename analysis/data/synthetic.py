@@ -81,6 +81,10 @@ def make_synthetic_db(path: str | Path, n_samples: int, *, k: int = 4,
     with store.writer(path, timeout_s=30) as con:
         con.execute(f"SET threads TO {max(1, min(4, _cpu_count()))}")
         con.execute("SET enable_progress_bar = false")
+        # The score tables' response_id lookup indexes are left to the next writer (store.init_schema builds
+        # them in one pass over the finished tables), which needs far less memory than maintaining them row
+        # by row through tens of millions of inserts.
+        con.execute("DROP INDEX IF EXISTS pm_scores_by_response; DROP INDEX IF EXISTS rm_scores_by_response")
         con.execute(f"""
             CREATE OR REPLACE TEMP MACRO _u(a, b, c) AS
                 ((hash(a, b, c, {seed}) % 1000000007)::DOUBLE + 0.5) / 1000000007.0;
@@ -246,6 +250,7 @@ def make_synthetic_db(path: str | Path, n_samples: int, *, k: int = 4,
               json.dumps({"samples": n_samples, "rejects": n_rej})])
         con.execute("DROP TABLE _s")
         if finalize:
+            store.init_schema(con)   # the lookup indexes dropped above
             store.finalize(con)
     return path
 

@@ -149,17 +149,25 @@ f = BrowseFilter(variants=tuple(variants), policies=tuple(pms), rewards=tuple(rm
                  sources=tuple(sources), seam_min=smin if smin > 0 else None, seam_max=smax if smax < 1 else None,
                  search=search, regex=regex, only_mismatch=only,
                  sample_ids=tuple(sel_state["ids"]) if use_sel else ())
-try:
-    total = common.run(browse_count, f)
-except ValueError as exc:  # invalid regex
-    st.error(common.md(exc))
-    st.stop()
-
+# A text search, a non-default sort or a SEAM definition off the stored one reads every matching row of the
+# DB (a custom slice): say so while it runs, and stop it after a time bound rather than hang.
+custom = bool(search) or sort != "seam" or not desc or (f.alpha, f.tau) != (1.0, 0.0)
+limit = common.CUSTOM_QUERY_LIMIT_S if custom else None
 size = 25
-n_pages = max(1, math.ceil(total / size))
-st.caption(f"{total:,} matching rows (sample × variant × PM × RM).")
-page = st.pagination(n_pages, key="b_page", bind="query-params")
-rows = common.run(browse_page, f, sort=sort, descending=desc, page=min(page, n_pages), page_size=size)
+with st.spinner("Searching every matching row…" if custom else "Loading…"):
+    try:
+        total = common.run(browse_count, f, _limit_s=limit)
+        n_pages = max(1, math.ceil(total / size))
+        st.caption(f"{total:,} matching rows (sample × variant × PM × RM).")
+        page = st.pagination(n_pages, key="b_page", bind="query-params")
+        rows = common.run(browse_page, f, sort=sort, descending=desc, page=min(page, n_pages), page_size=size,
+                          _limit_s=limit)
+    except ValueError as exc:  # invalid regex
+        st.error(common.md(exc))
+        st.stop()
+    except common.QueryTimeout as exc:
+        st.warning(str(exc))
+        st.stop()
 if rows.empty:
     st.info("Nothing matches these filters.")
     st.stop()
