@@ -78,9 +78,12 @@ def rows_by_key(con: duckdb.DuckDBPyConnection, table: str, column: str, keys: S
     keys = list(dict.fromkeys(keys))
     if not keys:
         return _df(con, f"SELECT {columns} FROM {table} LIMIT 0")
-    params = {f"k{i}": k for i, k in enumerate(keys)}
-    return _df(con, f"SELECT {columns} FROM {table} WHERE {column} IN ({', '.join('$' + p for p in params)})",
-               params)
+    return _df(con, key_lookup_sql(table, column, len(keys), columns), {f"k{i}": k for i, k in enumerate(keys)})
+
+
+def key_lookup_sql(table: str, column: str, n_keys: int, columns: str = "*") -> str:
+    """The SQL of `rows_by_key` (parameters $k0..$k{n-1}); `table` / `column` are code constants, never input."""
+    return f"SELECT {columns} FROM {table} WHERE {column} IN ({', '.join(f'$k{i}' for i in range(n_keys))})"
 
 
 def metric_column(metric: str) -> str:

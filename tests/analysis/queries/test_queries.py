@@ -348,6 +348,19 @@ def test_experiment_relations_when_present(tmp_path):
         c.close()
 
 
+@pytest.mark.parametrize("table,column", [("responses", "sample_id"), ("pm_scores", "response_id"),
+                                          ("rm_scores", "response_id")])
+def test_rows_by_key_returns_exactly_the_keys_rows(con, table, column):
+    """The index-only lookup behind the detail panel and the spot-check reveal: every row of each key, none of
+    a missing key, a repeated key once, an empty key list as an empty frame with the columns."""
+    keys = list(raw(con, f"SELECT DISTINCT {column} AS k FROM {table} ORDER BY 1 LIMIT 3")["k"])
+    want = raw(con, f"SELECT count(*) AS n FROM {table} WHERE list_contains(?, {column})", [keys])["n"][0]
+    rows = base.rows_by_key(con, table, column, keys + [keys[0], "no-such-key"])
+    assert len(rows) == want and set(rows[column]) == set(keys), (len(rows), want, set(rows[column]))
+    empty = base.rows_by_key(con, table, column, [], f"{column}, 1 AS one")
+    assert empty.empty and list(empty.columns) == [column, "one"], empty
+
+
 # ------------------------------------------------------------------------------------------- filter & map
 
 @pytest.mark.parametrize("mode", ["top", "bottom", "random"])
