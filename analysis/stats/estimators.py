@@ -207,7 +207,9 @@ def spearman(x: Sequence[float], y: Sequence[float], confidence: float = 0.95, n
              seed: int = 0) -> Ranked:
     """Spearman rank correlation (scipy, ties get average ranks) with a paired percentile bootstrap
     interval (vectorised; resamples where a side is constant are skipped); NaN when either side is
-    constant. Pairs with a NaN are dropped."""
+    constant. Pairs with a NaN are dropped. With n <= EXACT_MAX_N the p-value is the exact permutation
+    p-value (all n! pairings, two-sided): the t approximation, and a bootstrap over so few items, are
+    meaningless there (4 cells ranked alike give a bootstrap interval [1, 1], but p = 2/24)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     ok = ~(np.isnan(x) | np.isnan(y))
     x, y = x[ok], y[ok]
@@ -223,7 +225,15 @@ def spearman(x: Sequence[float], y: Sequence[float], confidence: float = 0.95, n
         r = _pearson_rows(stats.rankdata(x[idx], axis=1), stats.rankdata(y[idx], axis=1))
         boots.extend(r[~np.isnan(r)].tolist())
     lo, hi = _percentile(boots, confidence)
-    return Ranked(float(res.statistic), lo, hi, n, p_value=float(res.pvalue))
+    p = float(res.pvalue)
+    if n <= EXACT_MAX_N:
+        p = float(stats.permutation_test((x,), lambda xs: stats.spearmanr(xs, y).statistic,
+                                         permutation_type="pairings", n_resamples=np.inf).pvalue)
+    return Ranked(float(res.statistic), lo, hi, n, p_value=p)
+
+
+#: Up to this many items `spearman` enumerates every pairing for an exact p-value (8! = 40,320).
+EXACT_MAX_N = 8
 
 
 # ---------------------------------------------------------------------------------------------- saturation

@@ -18,6 +18,7 @@ from plotly.subplots import make_subplots
 
 from analysis.queries import rlhf as rq
 from analysis.queries.saturation import proxy_grid
+from analysis.stats.estimators import EXACT_MAX_N
 from analysis.stats.rlhf import proxy_vs_real
 from analysis.storage import labels as labels_mod
 from app import common
@@ -127,11 +128,17 @@ def render(variant: str | None) -> None:
         st.info(f"Spearman rank correlation needs ≥ 3 cells with distinct values on both sides; this grid has "
                 f"{r.n} cell(s) with a proxy value. Run a 2 × 2 grid to compare.")
     else:
-        st.metric("Spearman ρ, proxy vs real (bootstrap 95% over cells)",
-                  f"{r.value:.2f} [{r.lo:.2f}, {r.hi:.2f}]", help=f"n = {r.n} cells; proxy = P(gold) under "
-                  f"π·exp(r/β) with the grid's β = {beta:g}, variant {variant}; real = win rate by human "
-                  f"labels in {n_human} cell(s), by the judge in the others")
-        st.caption(f"n = {r.n} cells; with so few cells the interval is wide — read it before the point value.")
+        what = (f"n = {r.n} cells; proxy = P(gold) under π·exp(r/β) with the grid's β = {beta:g}, variant "
+                f"{variant}; real = win rate by human labels in {n_human} cell(s), by the judge in the others")
+        if r.n <= EXACT_MAX_N:   # a bootstrap over a handful of cells is degenerate: give the exact test
+            st.metric("Spearman ρ, proxy vs real", f"{r.value:.2f}", help=what)
+            st.caption(f"n = {r.n} cells: exact permutation p = {common.num(r.p_value)} (two-sided; the chance "
+                       f"that {r.n} cells ranked at random agree this well). A bootstrap interval over so few "
+                       "cells is not informative, so none is shown.")
+        else:
+            st.metric("Spearman ρ, proxy vs real (bootstrap 95% over cells)",
+                      f"{r.value:.2f} [{r.lo:.2f}, {r.hi:.2f}]", help=what)
+            st.caption(f"n = {r.n} cells; with few cells the interval is wide — read it before the point value.")
     table = pd.DataFrame([{"PM": _short(c["policy"]), "RM": _short(c["reward"]), "proxy": common.num(c["proxy"]),
                            "real (win rate)": common.num(c["real"]),
                            "real measured by": by[(c["policy"], c["reward"])].measured_by,

@@ -1,5 +1,6 @@
 """Estimators of the paper-in-miniature experiments, on hand-made data (fast: no models)."""
 
+import itertools
 import math
 
 import numpy as np
@@ -137,6 +138,22 @@ def test_spearman_matches_scipy_and_interval():
     assert r.value == pytest.approx(stats.spearmanr(x, y).statistic)
     assert r.lo < r.value < r.hi and r.p_value < 1e-6
     assert math.isnan(E.spearman([1, 1, 1, 1], [1, 2, 3, 4]).value)
+
+
+def test_spearman_small_n_gets_the_exact_permutation_p_value():
+    """4 cells ranked identically: of the 24 orderings, 2 reach |rho| = 1, so p = 1/12 exactly (the t
+    approximation says ~0, and the bootstrap interval collapses to [1, 1])."""
+    r = E.spearman([0.1, 0.2, 0.3, 0.4], [5, 6, 7, 8])
+    assert r.value == pytest.approx(1.0) and r.p_value == pytest.approx(2 / 24), r
+    r = E.spearman([1, 2, 3, 4, 5], [2, 1, 3, 4, 5])   # rho = 0.9: checked against all 120 pairings
+    brute = np.mean([abs(stats_spearman([1, 2, 3, 4, 5], p)) >= 0.9 - 1e-12
+                     for p in itertools.permutations([2, 1, 3, 4, 5])])
+    assert r.p_value == pytest.approx(brute), (r.p_value, brute)
+
+
+def stats_spearman(x, y) -> float:
+    from scipy import stats
+    return float(stats.spearmanr(x, y).statistic)
 
 
 # ------------------------------------------------------------------ saturation
