@@ -296,7 +296,10 @@ def test_saturation_page_shows_real_grid_curves_and_proxy_comparison(tmp_path, m
     comp = find_frame(at, "proxy rank", "real rank", "real − proxy rank")
     assert len(comp) == 4 and sorted(comp["real rank"]) == [1.0, 2.0, 3.0, 4.0], comp
     rho = [m for m in at.metric if "Spearman" in m.label]
-    assert rho and "[" in rho[0].value, [m.label for m in at.metric]
+    # 4 cells: the exact permutation p-value is shown, not a (degenerate) bootstrap interval over 4 cells
+    assert rho and "[" not in rho[0].value, [(m.label, m.value) for m in at.metric]
+    assert any("exact permutation p" in c.value and "n = 4 cells" in c.value for c in at.caption), \
+        [c.value for c in at.caption]
     assert any("proxy judge" in c.value for c in at.caption), "the judge must be labelled as a proxy judge"
 
 
