@@ -225,10 +225,16 @@ def filter_options(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
     return out
 
 
+def column_exists(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
+    """Whether `table` has `column`: a DB last written by an older version may lack newer columns, and the
+    app opens DBs read-only (it never migrates), so it asks before relying on one."""
+    return bool(_df(con, "SELECT count(*) AS n FROM duckdb_columns() WHERE table_name = $t AND column_name = $c",
+                    {"t": table, "c": column})["n"].iloc[0])
+
+
 def model_aliases(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     """{model reference: display name} set with `seam alias` (empty on a DB written before aliases existed)."""
-    if not _df(con, "SELECT count(*) AS n FROM duckdb_columns() WHERE table_name = 'models'"
-                    " AND column_name = 'alias'")["n"].iloc[0]:
+    if not column_exists(con, "models", "alias"):
         return {}
     df = _df(con, "SELECT model, alias FROM models WHERE alias IS NOT NULL ORDER BY role, model")
     return dict(zip(df["model"].astype(str), df["alias"].astype(str)))

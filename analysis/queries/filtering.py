@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import duckdb
 import pandas as pd
 
-from analysis.queries.base import _df, _exec, add_t, binned_sql
+from analysis.queries.base import _df, _exec, add_t, binned_sql, column_exists
 from analysis.queries.selection import Selection
 
 @dataclass(frozen=True)
@@ -180,6 +180,8 @@ def filter_report(con: duckdb.DuckDBPyConnection, spec: FilterSpec, *, bins: int
     <= max_samples samples (all of them on a smaller DB), so the page's cost does not grow with the data;
     the export applies the same rule to every sample. `scope` (one row): n_used, n_all, sampled."""
     stored = None if spec.sample_ids or max_samples is None else spec.selection.stored_rows(con, max_samples)
+    if stored and not column_exists(con, "seam_sample_rows", "gold_score"):   # finalized by an older version
+        stored = None
     rel = _materialise_filter(con, spec, stored)
     n_used = int(_df(con, f"SELECT count(*) AS n FROM {rel}")["n"][0])
     n_all = n_used
