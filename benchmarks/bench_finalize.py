@@ -81,7 +81,9 @@ def measure(db: Path, part_samples: int | None, code: Path = ROOT) -> dict:
     """One finalize in a fresh child process running the checkout `code`: {'s', 'rss_mb', 'rows'}."""
     kw = {} if part_samples is None else {"part_samples": part_samples}
     out = subprocess.run([sys.executable, "-c", CHILD.format(root=str(code), db=str(db), kw=kw)],
-                         check=True, capture_output=True, text=True)
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"finalize of {db} failed (exit {out.returncode}):\n" + out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -76,18 +76,22 @@ def base_counts(con: duckdb.DuckDBPyConnection) -> str:
 def build(con: duckdb.DuckDBPyConnection) -> None:
     """(Re)write every aggregate table from `seam_metrics` and the metrics.sql macros."""
     n_total = con.execute("SELECT count(*) FROM samples").fetchone()[0]
-    con.execute("""
-        CREATE OR REPLACE TABLE seam_group_stats AS
+    # One (PM, RM) slice at a time: the exact median holds every value of its group in memory, which over all
+    # of seam_metrics outgrows finalize's memory cap at a few million samples; a slice is a fraction of it
+    # (and, with seam_metrics sorted by model, read through its zone maps).
+    group_stats = """
         WITH m AS (SELECT variant, policy, reward, hack_rate, rm_prefers_gold, pm_prefers_gold,
                           unnest(['seam', 'seam_rel', 'hack_rate']) AS metric,
                           unnest([seam, seam_rel, hack_rate]) AS x
-                   FROM seam_metrics)
+                   FROM seam_metrics WHERE policy = $p AND reward = $r)
         SELECT metric, policy, reward, variant, count(x) AS n, avg(x) AS mean, stddev_samp(x) AS sd,
                median(x) AS median, avg(hack_rate) AS hack_rate,
                avg(CAST(rm_prefers_gold AS DOUBLE)) AS rm_prefers_gold,
                avg(CAST(pm_prefers_gold AS DOUBLE)) AS pm_prefers_gold
-        FROM m GROUP BY ALL ORDER BY metric, policy, reward, variant
-    """)
+        FROM m GROUP BY ALL ORDER BY metric, policy, reward, variant"""
+    con.execute(f"CREATE OR REPLACE TABLE seam_group_stats AS {group_stats} LIMIT 0", {"p": None, "r": None})
+    for p, r in con.execute("SELECT DISTINCT policy, reward FROM seam_metrics ORDER BY ALL").fetchall():
+        con.execute(f"INSERT INTO seam_group_stats {group_stats}", {"p": p, "r": r})
     keep = hash_keep(n_total, SAMPLE_ROWS_MAX)
     cond = "TRUE" if keep is None else f"hash(sample_id) % {SAMPLE_MOD} < {int(keep)}"
     cols = ("sample_id, variant, policy, reward, seam, seam_rel, hack_rate, k, pm_prefers_gold, rm_prefers_gold,"

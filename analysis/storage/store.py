@@ -395,7 +395,10 @@ def finalize(con: duckdb.DuckDBPyConnection, *, part_samples: int | None = None)
         )
         aggregates.build(con)
     finally:
-        con.execute(f"SET memory_limit = {sql_string(before)}")
+        try:
+            con.execute(f"SET memory_limit = {sql_string(before)}")
+        except duckdb.TransactionException:   # an error above aborted the transaction (the writer rolls it back):
+            pass                              # let that error, not this one, reach the user
 
 
 def _bytes(setting: str) -> float:
