@@ -7,7 +7,9 @@ should not grow with the DB. Each measurement runs in a fresh child process (pea
 ru_maxrss) on a synthetic DB built without finalize and cached under --cache (reused on the next run;
 building 3M takes tens of minutes on 2 cores):
 
-    SEAM_DUCKDB_MEMORY=3GB python benchmarks/bench_finalize.py [--sizes 1000000 3000000] [--reps 1]
+    SEAM_DUCKDB_MEMORY=16GB python benchmarks/bench_finalize.py [--sizes 1000000 3000000] [--reps 1]
+
+(the cap is for building the DBs and their indexes; finalize itself runs under SEAM_FINALIZE_MEMORY, 2 GB)
 
 Prints per size: seconds, s per 1M samples, peak RSS; then the 3M/1M (last/first) ratios. `--one-statement`
 also times the unpartitioned definition (one partition, same memory cap); `--baseline DIR` the finalize of

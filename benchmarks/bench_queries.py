@@ -6,7 +6,9 @@ pull whole tables into pandas). This script builds (once) a synthetic results DB
 so it lives in /tmp and is reused — and then times each page query the way the app runs it: open the
 file read-only, run, fetch, close (the app's cache is bypassed, so these are cold-cache-miss numbers).
 
-    SEAM_DUCKDB_MEMORY=3GB python benchmarks/bench_queries.py [--sizes 100000 1000000 3000000] [--reps 7] [--pages]
+    SEAM_DUCKDB_MEMORY=16GB python benchmarks/bench_queries.py [--sizes 100000 1000000 3000000] [--reps 7] [--pages]
+
+(building the 3M DB holds its score tables' keys in memory: it needs that 16 GB cap and ~36 GB of disk)
 
 DBs are cached as /tmp/seam_bench/raw_<n>.duckdb (shared with bench_finalize.py). Prints one line per
 query (page, function, p50 and p95 per size, sizes interleaved), then p95 side by side with the growth ratio
