@@ -76,6 +76,15 @@ def wait_ready(page, timeout_s: float = 60) -> None:
     raise TimeoutError("app did not become idle")
 
 
+def open_page(browser, url: str, heading: str, size: tuple[int, int] = (1500, 1100)):
+    """A new browser page at `url` (viewport `size`), once its `heading` is shown and the app is idle."""
+    page = browser.new_page(viewport={"width": size[0], "height": size[1]})
+    page.goto(url)
+    page.get_by_role("heading", name=heading).wait_for(timeout=60_000)
+    wait_ready(page)
+    return page
+
+
 def shot(page, name: str) -> Path:
     """Screenshot the whole page: Streamlit scrolls inside its main container, so the viewport is
     stretched to the content height first (full_page alone would stop at the window)."""
@@ -147,10 +156,8 @@ def test_fast_double_keypress_labels_only_the_pair_on_screen(app_server, browser
     """A then B 60 ms apart, four times. The page logs which pair is on screen at every keydown; each stored
     label must be the key pressed for a pair that was on screen at that moment (a B that arrives before the
     next pair is drawn labels nothing — it used to label the next, never-seen pair)."""
-    page = browser.new_page(viewport={"width": 1280, "height": 720})
-    page.goto(f"{app_server['url']}/spotcheck?annotator=zed&c_kind=dataset&c_variant=adv")
-    page.get_by_role("heading", name="Spot-check").wait_for(timeout=60_000)
-    wait_ready(page)
+    page = open_page(browser, f"{app_server['url']}/spotcheck?annotator=zed&c_kind=dataset&c_variant=adv", "Spot-check",
+                     size=(1280, 720))
     page.evaluate("""() => {
         window.__keys = [];
         document.addEventListener('keydown', (e) => {
@@ -181,10 +188,8 @@ def test_fast_double_keypress_labels_only_the_pair_on_screen(app_server, browser
 def test_shift_hotkeys_label_the_screen_side(app_server, browser):
     """Shift+A then Shift+B (a held Shift or Caps Lock): each stores the label of the side pressed, for the pair
     that was on screen (Streamlit matches shortcut modifiers exactly, so Shift+A used to do nothing)."""
-    page = browser.new_page(viewport={"width": 1280, "height": 720})
-    page.goto(f"{app_server['url']}/spotcheck?annotator=shifty&c_kind=dataset&c_variant=adv")
-    page.get_by_role("heading", name="Spot-check").wait_for(timeout=60_000)
-    wait_ready(page)
+    page = open_page(browser, f"{app_server['url']}/spotcheck?annotator=shifty&c_kind=dataset&c_variant=adv", "Spot-check",
+                     size=(1280, 720))
     shown = []
     for key in ("Shift+A", "Shift+B"):
         texts = page.locator('[data-testid="stText"]')
@@ -208,10 +213,7 @@ def test_shift_hotkeys_label_the_screen_side(app_server, browser):
 def test_name_field_then_shortcuts_and_pair_above_the_fold(app_server, browser):
     """Type a name and press Enter: the field closes (keys no longer type into it: 'yvesa'), the settings
     fold away and the pair with its buttons fits in 1280x720."""
-    page = browser.new_page(viewport={"width": 1280, "height": 720})
-    page.goto(f"{app_server['url']}/spotcheck")
-    page.get_by_role("heading", name="Spot-check").wait_for(timeout=60_000)
-    wait_ready(page)
+    page = open_page(browser, f"{app_server['url']}/spotcheck", "Spot-check", size=(1280, 720))
     box = page.get_by_role("textbox", name="annotator")
     box.click()
     box.type("yves")
@@ -238,10 +240,7 @@ def shot_viewport(page, name: str) -> Path:
 
 
 def test_spotcheck_two_labels_and_export(app_server, browser):
-    page = browser.new_page(viewport={"width": 1500, "height": 1100})
-    page.goto(f"{app_server['url']}/spotcheck?annotator=alice")
-    page.get_by_role("heading", name="Spot-check").wait_for(timeout=60_000)
-    wait_ready(page)
+    page = open_page(browser, f"{app_server['url']}/spotcheck?annotator=alice", "Spot-check")
     shot(page, "spotcheck-before")
     first_a = page.locator('[data-testid="stText"]').nth(1).inner_text()
     page.get_by_role("button", name="A is better").click()
@@ -288,10 +287,7 @@ def test_spotcheck_two_labels_and_export(app_server, browser):
 
 def test_prompt_map_lasso_opens_the_browser(app_server, browser):
     """Draw a lasso on the map; the selection is listed, then opened in the mismatch browser."""
-    page = browser.new_page(viewport={"width": 1500, "height": 1100})
-    page.goto(f"{app_server['url']}/prompt-map")
-    page.get_by_role("heading", name="Prompt map").wait_for(timeout=60_000)
-    wait_ready(page)
+    page = open_page(browser, f"{app_server['url']}/prompt-map", "Prompt map")
     box = page.locator('[data-testid="stPlotlyChart"] .nsewdrag').first.bounding_box()
     cx, cy, w, h = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, box["width"], box["height"]
     page.mouse.move(cx - 0.3 * w, cy - 0.3 * h)
@@ -311,10 +307,7 @@ def test_prompt_map_lasso_opens_the_browser(app_server, browser):
 
 
 def test_saturation_cell_click_shows_its_samples(app_server, browser):
-    page = browser.new_page(viewport={"width": 1500, "height": 1100})
-    page.goto(f"{app_server['url']}/saturation")
-    page.get_by_role("heading", name="Saturation: PM × RM").wait_for(timeout=60_000)
-    wait_ready(page)
+    page = open_page(browser, f"{app_server['url']}/saturation", "Saturation: PM × RM")
     page.get_by_text("PM pm-sft-1k  ×  RM rm-10k").wait_for(timeout=30_000)  # default cell
     box = page.locator('[data-testid="stPlotlyChart"] .nsewdrag').first.bounding_box()
     # cells: PMs bottom -> top (pm-sft-1k, pm-sft-10k), RMs left -> right (rm-10k, rm-100k)
@@ -350,10 +343,7 @@ def test_browser_row_click_goes_into_the_url(app_server, browser):
         texts = page.locator('[data-testid="stText"]').all_inner_texts()
         return [t for t in texts if t.startswith(f"sample {want['sample_id']}   dataset") and line in t]
 
-    page = browser.new_page(viewport={"width": 1500, "height": 1100})
-    page.goto(f"{app_server['url']}/browser")
-    page.get_by_role("heading", name="Mismatch browser").wait_for(timeout=60_000)
-    wait_ready(page)
+    page = open_page(browser, f"{app_server['url']}/browser", "Mismatch browser")
     assert "b_row" not in page.url, page.url
     box = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
     page.mouse.click(box["x"] + 18, box["y"] + 35 + 35 * 2 + 17)  # row marker of the third row (35 px rows)
@@ -364,10 +354,7 @@ def test_browser_row_click_goes_into_the_url(app_server, browser):
     shared = page.url
     page.close()
 
-    page = browser.new_page(viewport={"width": 1500, "height": 1100})
-    page.goto(shared)
-    page.get_by_role("heading", name="Mismatch browser").wait_for(timeout=60_000)
-    wait_ready(page)
+    page = open_page(browser, shared, "Mismatch browser")
     assert parse_qs(urlparse(page.url).query).get("b_row") == [key], page.url
     assert detail(page), f"reloading {shared} does not show row {key!r}"
     assert page.get_by_text("Showing the first row").count() == 0
