@@ -5,7 +5,10 @@ items, per (PM, RM size) cell, never pooled across cells. A cell holds the grid'
 AUROC is the mean over those RMs, and the interval is a percentile bootstrap over prompts (the same
 resampled prompts for every seed). A null is concluded only by TOST: the 90% interval inside 0.5 +- margin.
 Secondary: does SEAM add to |delta r| (and to RM-ensemble disagreement)? Likelihood-ratio test of nested
-logistic regressions on the cell's first seed. p-values are Holm-corrected within each family.
+logistic regressions on the cell's first seed. r(chosen) is in every base model: E and each hacking
+indicator h_j both compare against r(chosen), so a low r(chosen) raises both, and without it SEAM would get
+credit for that shared term. p-values are Holm-corrected within each family.
+A cell's n counts the C items with a SEAM value (secondary PMs may score only a subset of C).
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ def lrt(y: np.ndarray, base: list[np.ndarray], extra: np.ndarray) -> float:
     """p of the likelihood-ratio test: logistic E ~ base vs E ~ base + extra (1 df); NaN if degenerate."""
     from sklearn.linear_model import LogisticRegression
 
-    ok = np.isfinite(extra) & np.all([np.isfinite(b) for b in base], axis=0) if base else np.isfinite(extra)
+    ok = (np.isfinite(extra) & np.all([np.isfinite(b) for b in base], axis=0)) if base else np.isfinite(extra)
     y = y[ok]
     if len(y) < 5 or y.min() == y.max():
         return math.nan
@@ -99,12 +102,15 @@ def compute(data: EvidenceData, cfg) -> dict[str, list[dict]]:
             labels = [data.event(r.ref) for r in cell]
             for v in SEAM_VARIANTS:
                 scores = [data.seam_values(pm, r.ref, v) for r in cell]
+                if not np.any(~np.isnan(scores[0])):
+                    continue
                 a = cell_auroc(scores, labels, cfg.n_resamples, cfg.seed)
+                has = ~np.isnan(scores[0])
                 eq = (not math.isnan(a["lo90"]) and a["lo90"] > 0.5 - cfg.tost_margin
                       and a["hi90"] < 0.5 + cfg.tost_margin)
                 rows.append(dict(mode=data.mode, policy=pm, rm_size=size, arm=arm, seam_variant=v,
-                                 stat="auroc", value=a["value"], lo=a["lo"], hi=a["hi"], n=len(data.items),
-                                 positives=int(np.mean([l.sum() for l in labels])) if labels else 0,
+                                 stat="auroc", value=a["value"], lo=a["lo"], hi=a["hi"], n=int(has.sum()),
+                                 positives=int(np.mean([l[has].sum() for l in labels])) if labels else 0,
                                  p_value=a["p"], equivalent=bool(eq),
                                  primary_endpoint=(pm == data.primary_pm and v == cfg.primary_variant
                                                    and arm == "human"),
@@ -112,12 +118,14 @@ def compute(data: EvidenceData, cfg) -> dict[str, list[dict]]:
                 first = cell[0].ref
                 y = data.event(first)
                 s = _finite(data.seam_values(pm, first, v))
-                for stat, base in (("lrt_vs_margin", [data.abs_margin(first)]),
-                                   ("lrt_vs_margin_disagreement", [data.abs_margin(first), data.disagreement(size, arm)])):
+                base0 = [data.abs_margin(first), data.chosen_score(first)]
+                for stat, base in (("lrt_vs_margin", base0),
+                                   ("lrt_vs_margin_disagreement", base0 + [data.disagreement(size, arm)])):
                     rows.append(dict(mode=data.mode, policy=pm, rm_size=size, arm=arm, seam_variant=v,
-                                     stat=stat, value=None, n=len(y), positives=int(y.sum()),
+                                     stat=stat, value=None, n=int(has.sum()), positives=int(y[has].sum()),
                                      p_value=lrt(y, base, s), primary_endpoint=False,
-                                     note=f"seed {cell[0].seed}; nested logistic regressions, 1 df"))
+                                     note=f"seed {cell[0].seed}; nested logistic regressions with r(chosen) "
+                                          "as a covariate, 1 df"))
     for stat in ("auroc", "lrt_vs_margin", "lrt_vs_margin_disagreement"):
         fam = [r for r in rows if r["stat"] == stat]
         for r, p in zip(fam, holm([r["p_value"] if r["p_value"] is not None else math.nan for r in fam])):

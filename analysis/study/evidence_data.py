@@ -67,6 +67,7 @@ class EvidenceData:
     cluster: dict[str, int] = field(default_factory=dict)
     planted_cluster: int | None = None
     retrain: list[dict] = field(default_factory=list)    # {analysis, arm, q, seed, item, correct}
+    gold_score: dict[str, dict[str, float]] = field(default_factory=dict)   # RM ref -> item -> r(chosen)
 
     @property
     def primary_pm(self) -> str:
@@ -85,6 +86,11 @@ class EvidenceData:
 
     def abs_margin(self, rm: str) -> np.ndarray:
         return np.array([abs(self.margin[rm][i]) for i in self.items])
+
+    def chosen_score(self, rm: str) -> np.ndarray:
+        """r(chosen) per C item (NaN where not stored): the reference every hacking indicator compares with."""
+        table = self.gold_score.get(rm, {})
+        return np.array([table.get(i, math.nan) for i in self.items], float)
 
     def disagreement(self, size: int, arm: str = "human") -> np.ndarray:
         """RM-ensemble disagreement per item: SD of the margins of the cell's seeds."""

@@ -46,6 +46,10 @@ class HumanStudyConfig(QuickPreset):
                               invert=True)
     study_policies: list[str] = opt(default_factory=lambda: [SMOLLM, GEMMA], flag="--study-policy", metavar="REF",
                                     help="PMs, primary first (repeatable)")
+    sft_steps: int = opt(30, "secondary PM: the primary PM after this many SFT steps on A's human-chosen answers "
+                             "(0: none)")
+    secondary_c: int = opt(200, "secondary PMs are scored on the first N C items (split order), the primary on "
+                                "all of C: on 2 CPU cores each secondary PM over all of C would cost ~1 h")
     # probes and SEAM variants
     probe_k: int = opt(8, "probes per kind (adv, contrast) and item")
     band_lo: float = opt(0.3, "contrast: least prompt cosine similarity of a neighbour")
@@ -74,7 +78,7 @@ class HumanStudyConfig(QuickPreset):
     n_resamples: int = opt(2000, cli=False)
 
     QUICK = dict(split_a=400, split_b=32, split_c=48, grid_sizes=[0, 100, 300], grid_seeds=10,
-                 study_policies=[SMOLLM], pm_max_length=128, clusters=4, acq_start=100, acq_add=16,
+                 study_policies=[SMOLLM], sft_steps=4, secondary_c=16, pm_max_length=128, clusters=4, acq_start=100, acq_add=16,
                  acq_seeds=20, select_q=[0.25], n_resamples=500)
 
     def __post_init__(self) -> None:
@@ -90,6 +94,16 @@ class HumanStudyConfig(QuickPreset):
                              f"{self.split_a}; acq_add {self.acq_add} in split_b {self.split_b}")
         if not self.study_policies:
             raise ValueError("at least one PM is needed")
+
+    @property
+    def sft_ref(self) -> str | None:
+        """Name of the SFT'd secondary PM (its checkpoint lives under models_path)."""
+        return f"sft-{self.sft_steps}:{self.study_policies[0]}" if self.sft_steps > 0 else None
+
+    @property
+    def policies(self) -> list[str]:
+        """Every PM of the study, primary first (the SFT'd one last)."""
+        return list(self.study_policies) + ([self.sft_ref] if self.sft_ref else [])
 
     @property
     def proxy(self) -> bool:

@@ -9,10 +9,14 @@ is evaluated by the SQL macro `seam_variants` (metrics.sql) over the stored prob
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import gc
+import hashlib
 import itertools
+import json
 import math
+from pathlib import Path
 from typing import Callable
 
 import duckdb
@@ -97,7 +101,10 @@ def design(cfg: HumanStudyConfig, splits: dict[str, list[Item]]) -> dict:
                     "extra_arm": "human+synthetic: largest size plus, for the same A prompts, chosen vs one adv "
                                  "perturbation and chosen vs another A prompt's chosen answer"
                                  if cfg.synthetic_arm else None},
-        "policies": {"primary": cfg.study_policies[0], "secondary": cfg.study_policies[1:]},
+        "policies": {"primary": cfg.policies[0], "secondary": cfg.policies[1:],
+                     "secondary_items": f"the first {cfg.secondary_c} C items (split order); the primary on all of C",
+                     "sft": f"{cfg.sft_ref}: {cfg.sft_steps} full fine-tuning steps of the primary on A's "
+                            "human-chosen answers (`seam train-pm` recipe)" if cfg.sft_ref else None},
         "seam_variants": {"alpha": f"mean exp(l/n^{cfg.alpha}) h (today's)",
                           "paper": f"log mean exp(l/n^{cfg.beta}) h, l summed incl. EOS (the paper's code)",
                           "cand": "sum over hacking probes of softmax(l) over {y*, y_1..y_k}",
@@ -117,7 +124,7 @@ def design(cfg: HumanStudyConfig, splits: dict[str, list[Item]]) -> dict:
                        f"smallest |delta r| / random (ranked with the start RM); {cfg.acq_seeds} seeds",
         "selection": f"train on B after dropping top-q SEAM vs random-q vs none, q in {cfg.select_q}; "
                      f"{cfg.acq_seeds} seeds",
-        "not_in_this_version": ["best-of-N saturation (N up to 16)", "SFT'd SmolLM2 as a secondary PM"],
+        "not_in_this_version": ["best-of-N saturation (N up to 16)"],
         "power": endpoint.power(cfg, n["C"], n["B"]),
         "config": cfg.to_dict(),
     }
@@ -233,15 +240,26 @@ def run_study(cfg: HumanStudyConfig, log: Callable[[str], None] = print) -> dict
         rms, heads_by = runner.stage("train_rms", train_grid)
         log(f"trained {len(rms)} RMs")
 
+        item_of = {}
+        for part in (B, C):
+            for it in part:
+                item_of[it.item_id] = it.item_id
+                for pid, _, _ in probes.get(it.item_id, []):
+                    item_of[pid] = it.item_id
+        sft_dir = runner.stage("sft_pm", lambda: train_sft_pm(cfg, A, log)) if cfg.sft_ref else None
+
         def pm_scores():
             from analysis.models.policy import PolicyConfig, PolicyModel
 
             out = {}
             rows = [r for r in F["C_rows"] + F["B_rows"] if r[1] != "rejected"]
-            for ref in cfg.study_policies:
-                pm = PolicyModel(ref, models_dir=cfg.models_dir,
+            sub = {it.item_id for it in C[:cfg.secondary_c]}
+            for ref in cfg.policies:
+                pm = PolicyModel(str(sft_dir) if ref == cfg.sft_ref else ref, models_dir=cfg.models_dir,
                                  config=PolicyConfig(device=cfg.device, dtype=cfg.dtype, max_length=cfg.pm_max_length))
-                todo = rows if ref == cfg.study_policies[0] else [r for r in F["C_rows"] if r[1] != "rejected"]
+                todo = rows if ref == cfg.policies[0] else [r for r in F["C_rows"] if r[1] != "rejected"
+                                                             and item_of[r[0]] in sub]
+                log(f"PM {ref}: scoring {len(todo)} responses")
                 res = pm.score([p for _, _, p, _ in todo], [t for _, _, _, t in todo], progress=cfg.progress)
                 out[ref] = {r[0]: v for r, v in zip(todo, res)}
                 del pm
@@ -249,12 +267,6 @@ def run_study(cfg: HumanStudyConfig, log: Callable[[str], None] = print) -> dict
             return out
 
         PM = runner.stage("pm_scores", pm_scores)
-        item_of = {}
-        for part in (B, C):
-            for it in part:
-                item_of[it.item_id] = it.item_id
-                for pid, _, _ in probes.get(it.item_id, []):
-                    item_of[pid] = it.item_id
 
         def rid(row):  # probe id (gold and rejected rows carry the item id)
             return row[0] if row[1] in ("adv", "contrast") else f"{row[0]}:{row[1]}"
@@ -265,11 +277,11 @@ def run_study(cfg: HumanStudyConfig, log: Callable[[str], None] = print) -> dict
             scores = {ref: heads.score(h, F["C"]) for ref, h in heads_by.items()}
             crow = [r for r in F["C_rows"]]
             perm_rng = np.random.default_rng(cfg.seed + 7)
-            for pol in cfg.study_policies:
+            for pol in cfg.policies:
                 lp = PM[pol]
-                idx = [i for i, r in enumerate(crow) if r[1] != "rejected"]
+                idx = [i for i, r in enumerate(crow) if r[1] != "rejected" and r[0] in lp]
                 variants = [(pol, [lp[crow[i][0]] for i in idx])]
-                if pol == cfg.study_policies[0]:
+                if pol == cfg.policies[0]:
                     probe_pos = [j for j, i in enumerate(idx) if crow[i][1] in ("adv", "contrast")]
                     shuffled = list(variants[0][1])
                     src = perm_rng.permutation(probe_pos)
@@ -314,18 +326,19 @@ def run_study(cfg: HumanStudyConfig, log: Callable[[str], None] = print) -> dict
             return seam
 
         seam = runner.stage("seam_sql", lambda: seam_from_sql(cols))
-        margin = {}
+        margin, gold_score = {}, {}
         gi = {r[0]: i for i, r in enumerate(F["C_rows"]) if r[1] == "gold"}
         ri = {r[0]: i for i, r in enumerate(F["C_rows"]) if r[1] == "rejected"}
         for ref, h in heads_by.items():
             s = heads.score(h, F["C"])
             margin[ref] = {it.item_id: float(s[gi[it.item_id]] - s[ri[it.item_id]]) for it in C}
+            gold_score[ref] = {it.item_id: float(s[gi[it.item_id]]) for it in C}
 
         retrain_rows = runner.stage("acquisition_selection", lambda: acquisition_selection(
             cfg, heads, F, A, B, C, PM[cfg.study_policies[0]], run_id, log))
-        data = EvidenceData(mode=cfg.mode, items=[it.item_id for it in C], policies=list(cfg.study_policies),
+        data = EvidenceData(mode=cfg.mode, items=[it.item_id for it in C], policies=cfg.policies,
                             rms=rms, margin=margin, seam=seam, cluster=cluster, planted_cluster=planted,
-                            retrain=retrain_rows)
+                            retrain=retrain_rows, gold_score=gold_score)
         for name, fn in (("endpoint", endpoint.compute), ("controls", controls.compute),
                          ("retrain_eval", retrain_eval.compute)):
             tables = runner.stage(name, lambda fn=fn: fn(data, cfg))
@@ -425,4 +438,24 @@ def acquisition_selection(cfg, heads, F, A, B, C, pm_lp, run_id, log) -> list[di
                 keep = np.setdiff1d(np.arange(len(b_items)), d)
                 record("selection", arm, q, seed, heads.fit(Bc[keep], Br[keep], seed))
     log(f"acquisition / selection: {len(out)} item outcomes over {cfg.acq_seeds} seeds")
+    return out
+
+
+def train_sft_pm(cfg: HumanStudyConfig, A: list[Item], log: Callable[[str], None]):
+    """The SFT'd secondary PM: the primary fine-tuned on A's human-chosen answers (A trains models; B and C
+    stay unseen). Reused when a checkpoint with the same card config exists (a resumed or repeated run)."""
+    from analysis.models.configs import PMTrainConfig
+    from analysis.models.train_pm import read_card, train_policy_model
+
+    want = PMTrainConfig(base=cfg.study_policies[0], steps=cfg.sft_steps, seed=cfg.seed, device=cfg.device,
+                         models_dir=str(cfg.models_path))
+    examples = [(it.prompt, it.chosen) for it in A]
+    key = hashlib.sha1(json.dumps([examples, dataclasses.asdict(want)]).encode()).hexdigest()[:12]
+    out = Path(cfg.models_path) / f"study-sft-{cfg.sft_steps}-{key}"
+    if read_card(out) is not None:
+        log(f"SFT'd PM: reusing {out}")
+        return out
+    log(f"SFT of {cfg.study_policies[0]}: {cfg.sft_steps} steps on {len(A)} A chosen answers -> {out}")
+    train_policy_model(examples, out, want, progress=cfg.progress)
+    gc.collect()
     return out

@@ -89,6 +89,44 @@ def test_endpoint_per_cell_never_pooled():
     assert {r["stat"] for r in t} == {"auroc", "lrt_vs_margin", "lrt_vs_margin_disagreement"}
 
 
+def _shared_term_data(n=200, seed=0):
+    """SEAM carries only the shared r(chosen) term: a low r(chosen) raises both E and every h_j."""
+    rng = np.random.default_rng(seed)
+    items = [f"j{i}" for i in range(n)]
+    rms = [RM(f"r{s}-{k}", s, k) for s in (0, 10) for k in (0, 1)]
+    gold, rej = rng.normal(size=n), rng.normal(size=n)
+    seam = -gold + 0.05 * rng.normal(size=n)
+    return EvidenceData(
+        mode="human", items=items, policies=[PM], rms=rms,
+        margin={r.ref: dict(zip(items, gold - rej)) for r in rms},
+        gold_score={r.ref: dict(zip(items, gold)) for r in rms},
+        seam={(PM, r.ref, v): dict(zip(items, seam)) for r in rms for v in SEAM_VARIANTS})
+
+
+def test_added_value_tests_control_for_the_shared_chosen_score():
+    d = _shared_term_data()
+    t = endpoint.compute(d, CFG)["study_endpoint"]
+    lrt = [r for r in t if r["stat"] == "lrt_vs_margin" and r["seam_variant"] == "paper" and r["rm_size"] == 10][0]
+    auc = [r for r in t if r["stat"] == "auroc" and r["seam_variant"] == "paper" and r["rm_size"] == 10][0]
+    assert auc["value"] > 0.6, f"the shared term alone makes SEAM predict E (AUROC {auc['value']:.3f})"
+    assert lrt["p_value"] > 0.01, (f"SEAM = -r(chosen) + noise adds nothing once r(chosen) is a covariate, "
+                                   f"but p = {lrt['p_value']:.2g}")
+    without = endpoint.lrt(d.event("r10-0"), [d.abs_margin("r10-0")], endpoint._finite(d.seam_values(PM, "r10-0", "paper")))
+    assert without < 1e-4, f"without the covariate the shared term looks like added value (p = {without:.2g})"
+
+
+def test_secondary_pm_cells_count_only_their_scored_items():
+    d = _shared_term_data(n=40)
+    sec = "pm2"
+    seam = dict(d.seam)
+    seam.update({(sec, r.ref, v): {i: 0.1 * k for k, i in enumerate(d.items[:12])} for r in d.rms for v in SEAM_VARIANTS})
+    d2 = EvidenceData(mode="human", items=d.items, policies=[PM, sec], rms=d.rms, margin=d.margin,
+                      gold_score=d.gold_score, seam=seam)
+    t = endpoint.compute(d2, CFG)["study_endpoint"]
+    ns = {r["n"] for r in t if r["policy"] == sec and r["stat"] == "auroc"}
+    assert ns == {12}, f"a secondary PM scored on 12 of 40 items must report n = 12, got {ns}"
+
+
 def test_holm():
     assert endpoint.holm([0.01, 0.04, 0.03, math.nan])[:3] == pytest.approx([0.03, 0.06, 0.06])
 
