@@ -116,3 +116,42 @@ def test_config_validates_bon_n():
     with pytest.raises(ValueError, match="bon_n >= 2"):
         HumanStudyConfig(split_a=10, split_b=1, split_c=3, grid_sizes=[0, 10], acq_start=1, acq_add=1, bon_n=1)
     assert HumanStudyConfig.QUICK["bon_prompts"] == 8 and "bon_n" not in HumanStudyConfig.QUICK
+
+
+@pytest.fixture(scope="module")
+def db(synthetic_db, tmp_path_factory):
+    """A results DB holding a human-mode study with the saturation tables of the hand-built dataset."""
+    import shutil
+
+    from analysis.storage import experiment_store
+
+    path = tmp_path_factory.mktemp("bon") / "seam.duckdb"
+    shutil.copy(synthetic_db(60, seed=5), path)
+    tabs = bon_eval.compute(_data(_independent, lambda seed: JUDGE.copy()), CFG)
+    res = {t: [dict(run_id="r1", **r) for r in rows] for t, rows in tabs.items()}
+    res["study_verdict"] = [dict(run_id="r1", mode="human", headline=True, verdict="Verdict text.")]
+    res["study_design"] = [dict(run_id="r1", mode="human", design={"splits": {"sizes": {"C": 3}}})]
+    experiment_store.write_evidence(path, res)
+    return path
+
+
+def test_evidence_page_shows_the_saturation_curve_and_tests(run_app, find_frame):
+    import base64
+    import json
+
+    at = run_app("evidence")
+    heads = [h.value for h in at.subheader]
+    assert "Saturation: best-of-N up to N = 16" in heads, heads
+    captions = " ".join(c.value for c in at.caption)
+    assert "held out from the grid" in captions and "no human labels exist" in captions, captions
+    tests = find_frame(at, "comparison", "delta", "lo90", "hi90", "margin", "margin_sd", "conclusion")
+    size = tests[tests["comparison"] == "RM size 10 vs 0"].iloc[0]
+    assert size["conclusion"] == "still improving" and size["n"] == 3, tests
+    figs = [json.loads(p.proto.spec) for p in at.get("plotly_chart")]
+    sat = [f for f in figs if "judge score of the pick" in json.dumps(f["layout"])]
+    assert sat, "no best-of-N figure on the page"
+    traces = sat[0]["data"]
+    x = traces[0]["x"]
+    x = np.frombuffer(base64.b64decode(x["bdata"]), x["dtype"]).tolist() if isinstance(x, dict) else x
+    assert sorted({t["name"] for t in traces}) == ["rm-0", "rm-10"] and x == [1, 2, 4, 8, 16], (x, traces)
+    assert sat[0]["layout"]["xaxis"]["type"] == "log", sat[0]["layout"]["xaxis"]
