@@ -88,7 +88,8 @@ def _test_row(data: BoNData, policy: str, comparison: str, rm_size: int, bon_n: 
     d90 = E.paired_diff(a, b, 0.90, cfg.n_resamples, cfg.seed)
     n = int(np.sum(np.isfinite(a) & np.isfinite(b)))
     return dict(mode=data.mode, policy=policy, comparison=comparison, rm_size=rm_size, bon_n=bon_n,
-                delta=d95[0], lo=d95[1], hi=d95[2], lo90=d90[1], hi90=d90[2], delta_sd=d95[0] / sd if sd else None,
+                delta=d95[0], lo=d95[1], hi=d95[2], lo90=d90[1], hi90=d90[2],
+                delta_sd=d95[0] / sd if math.isfinite(sd) and sd > 0 else None,
                 margin=margin, margin_sd=cfg.bon_margin, judge_sd=sd, n=n,
                 conclusion=conclusion(d95[1], d95[2], d90[1], d90[2], margin),
                 note=f"paired bootstrap over {n} prompts; TOST +-{margin:.3g} (= {cfg.bon_margin} judge SD); {JUDGE}")
@@ -97,7 +98,7 @@ def _test_row(data: BoNData, policy: str, comparison: str, rm_size: int, bon_n: 
 def compute(data: BoNData, cfg) -> dict[str, list[dict]]:
     ns = levels(cfg.bon_n)
     sd = data.judge_sd()
-    margin = cfg.bon_margin * sd if sd == sd else math.nan
+    margin = cfg.bon_margin * sd if math.isfinite(sd) else math.nan
     curve, tests = [], []
     for pm in data.policies:
         q = {size: quality(data, pm, size, ns) for size in data.sizes}

@@ -445,7 +445,7 @@ def acquisition_selection(cfg, heads, F, A, B, C, pm_lp, run_id, log) -> list[di
     return out
 
 
-def best_of_n_samples(cfg, heads, F, C, rms, heads_by, log) -> "bon_eval.BoNData":
+def best_of_n_samples(cfg, heads, F, C, rms, heads_by, log) -> bon_eval.BoNData:
     """Saturation data: each study PM samples `bon_n` answers to the first `bon_prompts` C prompts; every
     human-arm grid RM (picker) and the judge score them. The judge is the mean score of `grid_seeds` heads
     trained on B's human chosen/rejected pairs: B is disjoint from A, so it is never one of the pickers.
