@@ -65,7 +65,7 @@ class HumanStudyConfig(QuickPreset):
                                 help="selection: fractions of B dropped")
     # saturation: best-of-N judged by heads trained on B (held out from the grid)
     bon_n: int = opt(16, "saturation: samples per prompt; best-of-N at N = 1, 2, 4, ... up to this")
-    bon_prompts: int = opt(64, cli=False)   # the first k C prompts (split order); flag --bon-prompts of ExperimentConfig
+    bon_prompts: int = opt(64, cli=False)   # the first k C prompts (split order); ExperimentConfig's --bon-prompts
     bon_new_tokens: int = opt(48, "saturation: max new tokens per sample")
     bon_margin: float = opt(0.1, "saturation: equivalence margin in units of the judge-score SD over all samples")
     # shared with ExperimentConfig: its flags fill these (same dest), so they are not flags here

@@ -125,8 +125,8 @@ def design(cfg: HumanStudyConfig, splits: dict[str, list[Item]]) -> dict:
                                 "the grid); no human labels exist for generated answers",
                        "quality": "expected judge score of the pick over all n-subsets, mean over the size's seeds, "
                                   "percentile bootstrap over prompts",
-                       "tests": f"N {cfg.bon_n} vs N {bon_eval.quarter(cfg.bon_n)} per RM size; largest vs second-largest "
-                                f"RM size at N {cfg.bon_n}; 'still improving' if the 95% lower end > 0, 'saturated' "
+                       "tests": f"N {cfg.bon_n} vs N {bon_eval.quarter(cfg.bon_n)} per RM size; largest vs "
+                                f"second-largest RM size at N {cfg.bon_n}; 'still improving' if the 95% lower end > 0, 'saturated' "
                                 f"only by TOST (90% interval inside +-{cfg.bon_margin} judge SD)"},
         "not_in_this_version": ["SFT'd SmolLM2 as a secondary PM"],
         "power": endpoint.power(cfg, n["C"], n["B"]),
@@ -345,8 +345,9 @@ def run_study(cfg: HumanStudyConfig, log: Callable[[str], None] = print) -> dict
             tables = runner.stage(name, lambda fn=fn: fn(data, cfg))
             for t, rows in tables.items():
                 results[t].extend(dict(run_id=run_id, **r) for r in rows)
-        verdict = retrain_eval.verdict(data, cfg, results["study_endpoint"], results["study_controls"],
-                                       results["study_retrain"]) + " " + bon_eval.verdict(results["study_saturation_test"])
+        verdict = (retrain_eval.verdict(data, cfg, results["study_endpoint"], results["study_controls"],
+                                        results["study_retrain"])
+                   + " " + bon_eval.verdict(results["study_saturation_test"]))
         results["study_verdict"].append(dict(run_id=run_id, mode=cfg.mode, headline=not cfg.proxy, verdict=verdict))
         results["study_design"].append(dict(run_id=run_id, mode=cfg.mode, design=des, written_at=written))
         results["study_power"] = [dict(run_id=run_id, **p) for p in des["power"]]
