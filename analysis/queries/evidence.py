@@ -91,4 +91,4 @@ def saturation_tests(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
         return pd.DataFrame()
     return con.execute("""SELECT mode, policy, comparison, rm_size, bon_n, delta, lo, hi, lo90, hi90, delta_sd,
                                  margin, margin_sd, judge_sd, n, conclusion
-                          FROM study_saturation_test ORDER BY policy, comparison DESC, rm_size""").df()
+                          FROM study_saturation_test ORDER BY policy, comparison LIKE 'RM%', rm_size""").df()

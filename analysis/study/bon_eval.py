@@ -124,7 +124,8 @@ def verdict(tests: list[dict]) -> str:
     """One sentence for the study's verdict (the judge and the absence of human labels said explicitly)."""
     if not tests:
         return "Saturation: not measured."
-    parts = [f"{t['policy'].rsplit('/', 1)[-1]} {t['comparison']}: {t['delta']:+.3g} "
+    parts = [f"{t['policy'].rsplit('/', 1)[-1]} {t['comparison']}"
+             + (f" (rm-{t['rm_size']})" if t["comparison"].startswith("N ") else "") + f": {t['delta']:+.3g} "
              f"[{t['lo']:+.3g}, {t['hi']:+.3g}], {t['conclusion']}" for t in tests]
     return (f"Saturation (best-of-N, {JUDGE}; equivalence margin ±{tests[0]['margin']:.3g} = "
             f"{tests[0]['margin_sd']} judge SD): " + "; ".join(parts) + ".")

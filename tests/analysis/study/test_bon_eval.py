@@ -90,7 +90,7 @@ def test_tost_wording(ci, want):
 def test_verdict_names_the_judge_and_the_missing_human_labels():
     tabs = bon_eval.compute(_data(_independent, lambda seed: JUDGE.copy()), CFG)
     text = bon_eval.verdict(tabs["study_saturation_test"])
-    assert "held out from the grid" in text and "no human labels" in text and "N 16 vs 4" in text, text
+    assert "held out from the grid" in text and "no human labels" in text and "N 16 vs 4 (rm-10)" in text, text
     assert bon_eval.verdict([]) == "Saturation: not measured."
 
 
