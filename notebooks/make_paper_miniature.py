@@ -218,9 +218,9 @@ EVIDENCE = [
          "                        'from the grid; no human labels exist for generated answers)')\n"
          "    fig.update_xaxes(tickvals=sorted(s0.bon_n.unique()), title='N (log2 axis)')\n"
          "    fig.update_yaxes(title='judge score of the pick'); fig.show()\n"
-         "    display(q('SELECT policy, comparison, round(delta, 4) AS delta, round(lo, 4) AS lo, round(hi, 4) AS hi, '\n"
+         "    display(q('SELECT policy, comparison, rm_size, round(delta, 4) AS delta, round(lo, 4) AS lo, round(hi, 4) AS hi, '\n"
          "              'round(lo90, 4) AS lo90, round(hi90, 4) AS hi90, round(margin, 4) AS margin, margin_sd, n, '\n"
-         "              'conclusion FROM study_saturation_test ORDER BY policy, comparison LIKE 'RM%', rm_size'))\n"
+         "              \"conclusion FROM study_saturation_test ORDER BY policy, comparison LIKE 'RM%', rm_size\"))\n"
          "else:\n"
          "    print('no best-of-N saturation in this DB (a study written before it existed, or none)')"),
 ]
