@@ -201,6 +201,28 @@ EVIDENCE = [
          "              'round(delta_lo, 3) AS d_lo, round(delta_hi, 3) AS d_hi, n_seeds, n_items FROM study_retrain'))\n"
          "else:\n"
          "    print('no pre-registered study in this DB: run `seam experiment --human DATASET --db ...`')"),
+    md("### Saturation in the study: best-of-N up to N = 16\n\n"
+       "Each PM samples N answers per C prompt; every RM of the grid picks its best of n (n = 1, 2, 4, ... N); the "
+       "y axis is the judge's score of the pick (expected over all n-subsets, mean over the size's seeds, 95% "
+       "bootstrap over prompts). **Judge: RMs trained on B (held out from the grid); no human labels exist for "
+       "generated answers.** More N or a larger RM is called *saturated* only by equivalence (TOST: the 90% "
+       "interval inside ± the pre-registered margin, in judge-score SD units), never by a wide interval."),
+    code("if has_study and bool(q(\"SELECT count(*) AS n FROM duckdb_tables() WHERE table_name = 'study_saturation'\").n[0]):\n"
+         "    s0 = q('SELECT mode, policy, rm_size, bon_n, quality, lo, hi, n, n_seeds FROM study_saturation '\n"
+         "           'ORDER BY policy, rm_size, bon_n')\n"
+         "    s0['rm'] = 'rm-' + s0.rm_size.astype(str); s0['policy'] = s0.policy.str.rsplit('/', n=1).str[-1]\n"
+         "    tag = '' if s0['mode'][0] == 'human' else ' [PROXY JUDGE]'\n"
+         "    fig = px.line(s0, x='bon_n', y='quality', color='rm', facet_col='policy', markers=True, log_x=True,\n"
+         "                  error_y=s0.hi - s0.quality, error_y_minus=s0.quality - s0.lo, hover_data=['n', 'n_seeds'],\n"
+         "                  title='Best-of-N: judge score of the RM pick' + tag + ' (judge: RMs trained on B, held out '\n"
+         "                        'from the grid; no human labels exist for generated answers)')\n"
+         "    fig.update_xaxes(tickvals=sorted(s0.bon_n.unique()), title='N (log2 axis)')\n"
+         "    fig.update_yaxes(title='judge score of the pick'); fig.show()\n"
+         "    display(q('SELECT policy, comparison, rm_size, round(delta, 4) AS delta, round(lo, 4) AS lo, round(hi, 4) AS hi, '\n"
+         "              'round(lo90, 4) AS lo90, round(hi90, 4) AS hi90, round(margin, 4) AS margin, margin_sd, n, '\n"
+         "              \"conclusion FROM study_saturation_test ORDER BY policy, comparison LIKE 'RM%', rm_size\"))\n"
+         "else:\n"
+         "    print('no best-of-N saturation in this DB (a study written before it existed, or none)')"),
 ]
 cells[2:2] = EVIDENCE
 

@@ -69,3 +69,26 @@ def rm_grid(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     return _df(con, """SELECT arm, size, count(*) AS seeds, avg(accuracy_c) AS mean_accuracy_c,
                               min(accuracy_c) AS min_accuracy_c, max(accuracy_c) AS max_accuracy_c
                        FROM study_models GROUP BY arm, size ORDER BY arm, size""")
+
+
+def _has(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """A study written before the saturation tables existed has none: its page shows no saturation section."""
+    return has_study(con) and bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?",
+                                               [table]).fetchone()[0])
+
+
+def saturation(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Best-of-N curve: judge score of each RM size's pick per (PM, N), 95% bootstrap over prompts."""
+    if not _has(con, "study_saturation"):
+        return pd.DataFrame()
+    return con.execute("""SELECT mode, policy, rm_size, bon_n, quality, lo, hi, gain, gain_lo, gain_hi, n, n_seeds
+                          FROM study_saturation ORDER BY policy, rm_size, bon_n""").df()
+
+
+def saturation_tests(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """More N and a larger RM: delta with 95% / 90% intervals, the TOST margin, the conclusion in words."""
+    if not _has(con, "study_saturation_test"):
+        return pd.DataFrame()
+    return con.execute("""SELECT mode, policy, comparison, rm_size, bon_n, delta, lo, hi, lo90, hi90, delta_sd,
+                                 margin, margin_sd, judge_sd, n, conclusion
+                          FROM study_saturation_test ORDER BY policy, comparison LIKE 'RM%', rm_size""").df()

@@ -29,7 +29,8 @@ RESULT_TABLES = ("experiment_models", "model_quality", "saturation_grid", "satur
 
 EVIDENCE_SQL_FILE = "evidence.sql"
 EVIDENCE_TABLES = ("study_design", "study_items", "study_probe_scores", "study_models", "study_endpoint",
-                   "study_controls", "study_power", "study_retrain", "study_verdict")
+                   "study_controls", "study_power", "study_retrain", "study_saturation", "study_saturation_test",
+                   "study_verdict")
 
 
 def _statements(sql_file: str = SQL_FILE) -> list[str]:

@@ -65,7 +65,8 @@ class ExperimentConfig(QuickPreset):
     rm_sizes: list[int | None] = opt(default_factory=lambda: [0, 64, 256, None], parse=_sizes,
                                      help="RM axis training pairs, e.g. 0,64,256,all")
     gold_judge: str = opt(AUTO, "scalar RM used as the gold judge (auto: the strongest RM built here)")
-    bon_prompts: int = opt(48, "prompts the PMs answer (saturation, mismatch, SEAM validation)")
+    bon_prompts: int = opt(48, "prompts the PMs answer (saturation, mismatch, SEAM validation); with --human: "
+                               "the first k C prompts of best-of-N saturation (there default 64, --quick 8)")
     pool_prompts: int = opt(240, "SEAM-scored training pool for selection / augmentation")
     eval_prompts: int | None = opt(None, "held-out pair prompts (default: the whole eval split)")
     human_pairs: str | None = opt(AUTO, "HH-style preference file for held-out accuracy ('none' to skip; "

@@ -144,9 +144,11 @@ def auroc_mde(n: int, positives: int, power: float = 0.8, alpha: float = 0.05) -
     return float((Z(1 - alpha / 2) + Z(power)) * se)
 
 
-def power(cfg, n_c: int, n_b: int, e_rate: float = 0.35, acc: float = 0.6) -> list[dict]:
+def power(cfg, n_c: int, n_b: int, e_rate: float = 0.35, acc: float = 0.6, bon_diff_sd: float = 0.5) -> list[dict]:
     """n per cell and the minimum detectable effect of each comparison, before anything runs.
-    e_rate: the expected share of C items a trained RM gets wrong (HH-RLHF with MiniLM heads: ~0.35-0.4)."""
+    e_rate: the expected share of C items a trained RM gets wrong (HH-RLHF with MiniLM heads: ~0.35-0.4).
+    bon_diff_sd: assumed SD of a prompt's best-of-N quality difference, in judge-score SD units (the
+    per-prompt values are expectations over all n-subsets and the size's seeds, so below 1)."""
     pos = round(e_rate * n_c)
     z = Z(0.975) + Z(0.8)
     rows = [dict(comparison="primary: AUROC(SEAM, E) vs 0.5, per (PM, RM size) cell", n=n_c, positives=pos,
@@ -162,4 +164,10 @@ def power(cfg, n_c: int, n_b: int, e_rate: float = 0.35, acc: float = 0.6) -> li
                  note=f"{cfg.acq_seeds} seeds; items shared by the arms, so this is conservative"),
             dict(comparison="acquisition pool B", n=n_b, positives=None, mde=None,
                  note=f"{cfg.acq_add} of {n_b} pairs added per arm")]
+    n_bon = min(cfg.bon_prompts, n_c)
+    rows.append(dict(comparison=f"saturation: best-of-N quality difference (N {cfg.bon_n} vs fewer; RM sizes), "
+                                "judge SD units", n=n_bon, positives=None,
+                     mde=float(z * bon_diff_sd / math.sqrt(max(n_bon, 1))),
+                     note=f"paired over prompts, assumed SD of the difference {bon_diff_sd} judge SD; 'saturated' "
+                          f"needs the 90% interval inside +-{cfg.bon_margin} judge SD"))
     return rows

@@ -67,6 +67,11 @@ class HumanStudyConfig(QuickPreset):
     acq_seeds: int = opt(20, "acquisition / selection seeds")
     select_q: list[float] = opt(default_factory=lambda: [0.1, 0.25], parse=_csv_floats,
                                 help="selection: fractions of B dropped")
+    # saturation: best-of-N judged by heads trained on B (held out from the grid)
+    bon_n: int = opt(16, "saturation: samples per prompt; best-of-N at N = 1, 2, 4, ... up to this")
+    bon_prompts: int = opt(64, cli=False)   # the first k C prompts (split order); ExperimentConfig's --bon-prompts
+    bon_new_tokens: int = opt(48, "saturation: max new tokens per sample")
+    bon_margin: float = opt(0.1, "saturation: equivalence margin in units of the judge-score SD over all samples")
     # shared with ExperimentConfig: its flags fill these (same dest), so they are not flags here
     db: Path = opt(DEFAULT_DB, cli=False)
     name: str = opt("full", cli=False)
@@ -78,8 +83,8 @@ class HumanStudyConfig(QuickPreset):
     n_resamples: int = opt(2000, cli=False)
 
     QUICK = dict(split_a=400, split_b=32, split_c=48, grid_sizes=[0, 100, 300], grid_seeds=10,
-                 study_policies=[SMOLLM], sft_steps=4, secondary_c=16, pm_max_length=128, clusters=4, acq_start=100, acq_add=16,
-                 acq_seeds=20, select_q=[0.25], n_resamples=500)
+                 study_policies=[SMOLLM], sft_steps=4, secondary_c=16, pm_max_length=128, clusters=4,
+                 acq_start=100, acq_add=16, acq_seeds=20, select_q=[0.25], bon_prompts=8, n_resamples=500)
 
     def __post_init__(self) -> None:
         self.db = Path(self.db)
@@ -92,6 +97,10 @@ class HumanStudyConfig(QuickPreset):
         if max(self.grid_sizes) > self.split_a or self.acq_start > self.split_a or self.acq_add > self.split_b:
             raise ValueError(f"grid sizes {self.grid_sizes} and acq_start {self.acq_start} must fit in split_a "
                              f"{self.split_a}; acq_add {self.acq_add} in split_b {self.split_b}")
+        if self.bon_n < 2 or self.bon_prompts < 1 or self.bon_new_tokens < 1 or not self.bon_margin > 0:
+            raise ValueError(f"saturation needs bon_n >= 2 (got {self.bon_n}), bon_prompts >= 1 (got "
+                             f"{self.bon_prompts}), bon_new_tokens >= 1 (got {self.bon_new_tokens}) and "
+                             f"bon_margin > 0 (got {self.bon_margin})")
         if not self.study_policies:
             raise ValueError("at least one PM is needed")
 

@@ -26,7 +26,7 @@ import pyarrow as pa
 from analysis.errors import UserError
 from analysis.pipeline.runner import StageRunner
 from analysis.storage import experiment_store, store
-from analysis.study import controls, endpoint, retrain_eval
+from analysis.study import bon_eval, controls, endpoint, retrain_eval
 from analysis.study.evidence_data import RM, EvidenceData, Item, split_items
 from analysis.study.prereg_config import SEAM_VARIANTS, HumanStudyConfig
 
@@ -124,7 +124,17 @@ def design(cfg: HumanStudyConfig, splits: dict[str, list[Item]]) -> dict:
                        f"smallest |delta r| / random (ranked with the start RM); {cfg.acq_seeds} seeds",
         "selection": f"train on B after dropping top-q SEAM vs random-q vs none, q in {cfg.select_q}; "
                      f"{cfg.acq_seeds} seeds",
-        "not_in_this_version": ["best-of-N saturation (N up to 16)"],
+        "saturation": {"samples": f"each PM samples N = {cfg.bon_n} answers (max {cfg.bon_new_tokens} new tokens, "
+                                  f"seed {cfg.seed}) to the first {min(cfg.bon_prompts, n['C'])} C prompts",
+                       "pickers": "every human-arm grid RM picks its best of n, n = "
+                                  + ", ".join(map(str, bon_eval.levels(cfg.bon_n))),
+                       "judge": f"mean score of {cfg.grid_seeds} heads trained on B's human pairs (held out from "
+                                "the grid); no human labels exist for generated answers",
+                       "quality": "expected judge score of the pick over all n-subsets, mean over the size's seeds, "
+                                  "percentile bootstrap over prompts",
+                       "tests": f"N {cfg.bon_n} vs N {bon_eval.quarter(cfg.bon_n)} per RM size; largest vs "
+                                f"second-largest RM size at N {cfg.bon_n}; 'still improving' if the 95% lower end > 0, 'saturated' "
+                                f"only by TOST (90% interval inside +-{cfg.bon_margin} judge SD)"},
         "power": endpoint.power(cfg, n["C"], n["B"]),
         "config": cfg.to_dict(),
     }
@@ -336,6 +346,9 @@ def run_study(cfg: HumanStudyConfig, log: Callable[[str], None] = print) -> dict
 
         retrain_rows = runner.stage("acquisition_selection", lambda: acquisition_selection(
             cfg, heads, F, A, B, C, PM[cfg.study_policies[0]], run_id, log))
+        bon = runner.stage("bon_samples", lambda: best_of_n_samples(cfg, heads, F, C, rms, heads_by, log))
+        for t, rows in runner.stage("bon_eval", lambda: bon_eval.compute(bon, cfg)).items():
+            results[t].extend(dict(run_id=run_id, **r) for r in rows)
         data = EvidenceData(mode=cfg.mode, items=[it.item_id for it in C], policies=cfg.policies,
                             rms=rms, margin=margin, seam=seam, cluster=cluster, planted_cluster=planted,
                             retrain=retrain_rows, gold_score=gold_score)
@@ -344,8 +357,9 @@ def run_study(cfg: HumanStudyConfig, log: Callable[[str], None] = print) -> dict
             tables = runner.stage(name, lambda fn=fn: fn(data, cfg))
             for t, rows in tables.items():
                 results[t].extend(dict(run_id=run_id, **r) for r in rows)
-        verdict = retrain_eval.verdict(data, cfg, results["study_endpoint"], results["study_controls"],
-                                       results["study_retrain"])
+        verdict = (retrain_eval.verdict(data, cfg, results["study_endpoint"], results["study_controls"],
+                                        results["study_retrain"])
+                   + " " + bon_eval.verdict(results["study_saturation_test"]))
         results["study_verdict"].append(dict(run_id=run_id, mode=cfg.mode, headline=not cfg.proxy, verdict=verdict))
         results["study_design"].append(dict(run_id=run_id, mode=cfg.mode, design=des, written_at=written))
         results["study_power"] = [dict(run_id=run_id, **p) for p in des["power"]]
@@ -367,6 +381,9 @@ def run_study(cfg: HumanStudyConfig, log: Callable[[str], None] = print) -> dict
                                 for c in results["study_controls"]],
                    "retrain": [{k: r[k] for k in ("analysis", "arm", "q", "accuracy", "lo", "hi", "delta_vs_random",
                                                   "delta_lo", "delta_hi")} for r in results["study_retrain"]],
+                   "saturation": [{k: t[k] for k in ("policy", "comparison", "delta", "lo", "hi", "lo90", "hi90",
+                                                     "margin", "n", "conclusion")}
+                                  for t in results["study_saturation_test"]],
                    "verdict": verdict, "table_rows": counts}
         return runner.finish(summary)
 
@@ -459,3 +476,36 @@ def train_sft_pm(cfg: HumanStudyConfig, A: list[Item], log: Callable[[str], None
     train_policy_model(examples, out, want, progress=cfg.progress)
     gc.collect()
     return out
+
+
+def best_of_n_samples(cfg, heads, F, C, rms, heads_by, log) -> bon_eval.BoNData:
+    """Saturation data: each study PM samples `bon_n` answers to the first `bon_prompts` C prompts; every
+    human-arm grid RM (picker) and the judge score them. The judge is the mean score of `grid_seeds` heads
+    trained on B's human chosen/rejected pairs: B is disjoint from A, so it is never one of the pickers.
+    Human labels do not exist for generated answers; the judge is the only reference (said in every table)."""
+    from analysis.models.policy import PolicyConfig, PolicyModel
+
+    prompts = C[:cfg.bon_prompts]
+    bg = {r[0]: i for i, r in enumerate(F["B_rows"]) if r[1] == "gold"}
+    br = {r[0]: i for i, r in enumerate(F["B_rows"]) if r[1] == "rejected"}
+    ids = [i for i in bg if i in br]
+    judges = [heads.fit(F["B"][[bg[i] for i in ids]], F["B"][[br[i] for i in ids]], 20000 + s)
+              for s in range(cfg.grid_seeds)]
+    pickers = [r for r in rms if r.arm == "human"]
+    picker, judge = {}, {}
+    for ref in cfg.study_policies:
+        pm = PolicyModel(ref, models_dir=cfg.models_dir,
+                         config=PolicyConfig(device=cfg.device, dtype=cfg.dtype, max_length=cfg.pm_max_length))
+        texts = pm.generate([it.prompt for it in prompts], n=cfg.bon_n, max_new_tokens=cfg.bon_new_tokens,
+                            seed=cfg.seed, batch_size=max(1, 128 // cfg.bon_n), progress=cfg.progress)
+        del pm
+        gc.collect()
+        feats = heads.features([it.prompt for it, row in zip(prompts, texts) for _ in row],
+                               [t for row in texts for t in row], progress=cfg.progress)
+        shape = (len(prompts), cfg.bon_n)
+        picker[ref] = {r.ref: heads.score(heads_by[r.ref], feats).reshape(shape) for r in pickers}
+        judge[ref] = np.mean([heads.score(h, feats) for h in judges], axis=0).reshape(shape)
+    log(f"best-of-{cfg.bon_n}: {len(prompts)} C prompts x {len(cfg.study_policies)} PMs; {len(pickers)} pickers, "
+        f"judge = {len(judges)} heads on {len(ids)} B pairs")
+    return bon_eval.BoNData(mode=cfg.mode, policies=list(cfg.study_policies), prompts=[it.item_id for it in prompts],
+                            rms=pickers, picker=picker, judge=judge)

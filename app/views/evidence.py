@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import plotly.express as px
 import streamlit as st
 
 from analysis.queries import evidence as q
@@ -55,6 +56,23 @@ st.dataframe(common.run(q.secondary), hide_index=True)
 st.subheader("Acquisition and selection" + tag)
 st.caption("RM accuracy on C per arm; interval: bootstrap over seeds and items; delta against the random arm.")
 st.dataframe(common.run(q.retrain), hide_index=True)
+
+sat = common.run(q.saturation)
+if not sat.empty:
+    top_n = int(sat["bon_n"].max())
+    st.subheader(f"Saturation: best-of-N up to N = {top_n}" + tag)
+    st.caption("Each PM samples N answers per C prompt; every RM of the grid picks its best of n; y = the judge's "
+               "score of the pick (expected over all n-subsets, mean over the size's seeds, 95% bootstrap over "
+               "prompts). Judge: RMs trained on B (held out from the grid); no human labels exist for generated "
+               "answers. 'Saturated' only by TOST: the 90% interval inside ± margin (judge-score SD units).")
+    sat = sat.assign(rm=sat["rm_size"].map(lambda s: f"rm-{s}"), err=sat["hi"] - sat["quality"],
+                     err_minus=sat["quality"] - sat["lo"], policy=sat["policy"].str.rsplit("/", n=1).str[-1])
+    fig = px.line(sat, x="bon_n", y="quality", color="rm", facet_col="policy", markers=True, log_x=True,
+                  error_y="err", error_y_minus="err_minus", hover_data=["n", "n_seeds", "lo", "hi", "gain"],
+                  labels={"bon_n": "N (log2 axis)", "quality": "judge score of the pick", "rm": "RM size"})
+    fig.update_xaxes(tickvals=sorted(sat["bon_n"].unique()))
+    st.plotly_chart(fig, key="saturation")
+    st.dataframe(common.run(q.saturation_tests), hide_index=True)
 
 st.subheader("RM grid" + tag)
 st.dataframe(common.run(q.rm_grid), hide_index=True)

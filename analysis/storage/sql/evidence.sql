@@ -58,6 +58,27 @@ CREATE OR REPLACE TABLE study_retrain (
     n_seeds INTEGER, n_items INTEGER
 );
 
+-- Saturation: best-of-N per (PM, RM size, N = 1, 2, 4, ... bon_n). The judge is an ensemble of heads trained
+-- on B (held out from the grid); human labels do not exist for generated answers. quality: expected judge
+-- score of the RM pick, mean over the size seeds, percentile bootstrap over prompts; gain: minus N = 1.
+CREATE OR REPLACE TABLE study_saturation (
+    run_id VARCHAR, mode VARCHAR, policy VARCHAR, rm_size INTEGER, bon_n INTEGER,
+    quality DOUBLE, lo DOUBLE, hi DOUBLE,
+    gain DOUBLE, gain_lo DOUBLE, gain_hi DOUBLE,
+    n INTEGER, n_seeds INTEGER, note VARCHAR
+);
+
+-- Saturation tests: N = bon_n vs bon_n / 4 per RM size, and largest vs second-largest RM size at N = bon_n.
+-- delta with 95% (lo, hi) and 90% (lo90, hi90) paired bootstrap intervals over prompts; TOST with +-margin
+-- (absolute; margin_sd in judge-score SD units, judge_sd the SD over all samples).
+CREATE OR REPLACE TABLE study_saturation_test (
+    run_id VARCHAR, mode VARCHAR, policy VARCHAR, comparison VARCHAR, rm_size INTEGER, bon_n INTEGER,
+    delta DOUBLE, lo DOUBLE, hi DOUBLE, lo90 DOUBLE, hi90 DOUBLE, delta_sd DOUBLE,
+    margin DOUBLE, margin_sd DOUBLE, judge_sd DOUBLE, n INTEGER,
+    conclusion VARCHAR,                  -- still improving | declining | saturated (TOST) | inconclusive
+    note VARCHAR
+);
+
 -- The verdict in plain words, generated from the numbers above.
 CREATE OR REPLACE TABLE study_verdict (
     run_id VARCHAR, mode VARCHAR, headline BOOLEAN, verdict VARCHAR

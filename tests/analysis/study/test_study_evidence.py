@@ -216,7 +216,12 @@ def test_quick_study_end_to_end(tmp_path):
         assert any(k.startswith("positive") for k in kinds) and any(k.startswith("negative") for k in kinds), kinds
         arms = {r[0] for r in con.execute("SELECT arm FROM study_retrain WHERE analysis = 'acquisition'").fetchall()}
         assert {"top_seam", "top_hack_rate", "smallest_margin", "random"} <= arms, arms
+        sat = con.execute("SELECT count(DISTINCT bon_n), max(bon_n), min(n), max(n) FROM study_saturation").fetchone()
+        assert sat == (5, 16, HumanStudyConfig.QUICK["bon_prompts"], HumanStudyConfig.QUICK["bon_prompts"]), sat
+        concl = con.execute("SELECT comparison, conclusion FROM study_saturation_test").fetchall()
+        assert len(concl) == len(sizes) + 1 and all(c[1] for c in concl), concl
         v = con.execute("SELECT verdict FROM study_verdict").fetchone()[0]
+        assert "no human labels exist for generated answers" in v, v
         assert len(v) > 80 and ("proxy judge" in v) == (written[1] != "human"), v
     finally:
         con.close()
