@@ -738,8 +738,10 @@ class FrozenHeads:
                                  self.config.feature_batch_size, progress)
         return feats.numpy()
 
-    def fit(self, chosen: np.ndarray, rejected: np.ndarray, seed: int) -> "_BertHead":
-        """A seeded head trained on feature pairs (0 pairs = the seeded untrained head)."""
+    def fit(self, chosen: np.ndarray, rejected: np.ndarray, seed: int,
+            config: RMTrainConfig | None = None) -> "_BertHead":
+        """A seeded head trained on feature pairs (0 pairs = the seeded untrained head); `config` overrides
+        the training settings (lr, epochs, ...) of this one head."""
         head = copy.deepcopy(_BertHead(self.model)).float().cpu()
         head.load_state_dict(self._init_state)
         gen = torch.Generator().manual_seed(seed)
@@ -747,7 +749,7 @@ class FrozenHeads:
         with torch.no_grad():
             head.classifier.weight.copy_(torch.randn(head.classifier.weight.shape, generator=gen) * std)
             head.classifier.bias.zero_()
-        cfg = dataclasses.replace(self.config, seed=seed)
+        cfg = dataclasses.replace(config or self.config, seed=seed)
         empty = torch.empty(0, chosen.shape[1] if chosen.ndim == 2 else self.model.config.hidden_size)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)

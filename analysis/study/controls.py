@@ -2,9 +2,15 @@
 
 Negative: SEAM with the PM's log-probs permuted across the C probes (policy '<pm>~perm'): whatever
 AUROC it keeps comes from the RM term alone; the PM's contribution is real minus permuted.
-Positive: an RM trained with the labels flipped on one topic cluster of A; SEAM of that RM must flag the
-planted cluster on C (AUROC for 'item in the planted cluster', interval's lower end above 0.5). If it
-does not, the pipeline cannot detect a known failure, and the study claims nothing else.
+Positive: an RM trained with every label flipped on one topic cluster of A (human pairs and the synthetic
+pairs of the human+synthetic arm); SEAM of that RM must flag the planted cluster on C (AUROC for 'item in
+the planted cluster', interval's lower end above 0.5). If it does not, the pipeline cannot detect a known
+failure, and the study claims nothing else. Two reference rows make the result readable: the unplanted twin
+(same pairs and training, nothing flipped) shows how much a cluster stands out anyway, and the manipulation
+check (in-cluster minus out-of-cluster hack rate, plant vs twin) shows whether the plant took at all. Why the
+plant is trained longer than the grid: with the grid's recipe the flip is not learned (a near-linear head
+on frozen features cannot make its within-prompt ranking depend on the topic), so a plant trained like the
+grid leaves no failure to detect.
 """
 
 from __future__ import annotations
@@ -32,15 +38,47 @@ def compute(data: EvidenceData, cfg) -> dict[str, list[dict]]:
                          passed=None, note=f"unpermuted: {real['value']:.3f}; the difference is the PM term's "
                                            "contribution"))
     planted = [r for r in data.rms if r.arm == "planted"]
+    twins = [r for r in data.rms if r.arm == "planted_twin"]
     if planted and data.planted_cluster is not None:
         y = np.array([float(data.cluster.get(i) == data.planted_cluster) for i in data.items])
         for var in (v, "hack_rate"):
-            a = cell_auroc([data.seam_values(pm, r.ref, var) for r in planted], [y] * len(planted),
-                           cfg.n_resamples, cfg.seed)
-            passed = bool(not np.isnan(a["lo"]) and a["lo"] > 0.5)
-            rows.append(dict(control="positive: flags the planted cluster", policy=pm, rm_size=planted[0].size,
-                             seam_variant=var, value=a["value"], lo=a["lo"], hi=a["hi"], n=len(y),
-                             positives=int(y.sum()), passed=passed,
-                             note=f"RM trained with labels flipped on cluster {data.planted_cluster}; "
-                                  f"mean over {len(planted)} seeds"))
+            for rms, is_plant in ((planted, True), (twins, False)):
+                if not rms:
+                    continue
+                a = cell_auroc([data.seam_values(pm, r.ref, var) for r in rms], [y] * len(rms),
+                               cfg.n_resamples, cfg.seed)
+                passed = bool(not np.isnan(a["lo"]) and a["lo"] > 0.5) if is_plant else None
+                rows.append(dict(
+                    control="positive: flags the planted cluster" if is_plant else "reference: unplanted twin",
+                    policy=pm, rm_size=rms[0].size, seam_variant=var, value=a["value"], lo=a["lo"], hi=a["hi"],
+                    n=len(y), positives=int(y.sum()), passed=passed,
+                    note=(f"RM trained with every label flipped on cluster {data.planted_cluster}"
+                          if is_plant else "same pairs and training, nothing flipped")
+                    + f"; mean over {len(rms)} seeds"))
+        if twins:
+            rows.append(manipulation_check(data, pm, planted, twins, y, cfg))
     return {"study_controls": rows}
+
+
+def manipulation_check(data: EvidenceData, pm: str, planted, twins, in_cluster: np.ndarray, cfg) -> dict:
+    """Did the plant take? Hack rate (share of probes the RM puts at or above the chosen answer) in minus out
+    of the planted cluster, plant minus twin, paired by seed; bootstrap over items."""
+    def gap(rms, idx):
+        y = in_cluster[idx]
+        vals = [data.seam_values(pm, r.ref, "hack_rate")[idx] for r in rms]
+        return float(np.mean([np.nanmean(h[y == 1]) - np.nanmean(h[y == 0]) for h in vals]))
+
+    everything = np.arange(len(in_cluster))
+    value = gap(planted, everything) - gap(twins, everything)
+    rng = np.random.default_rng(cfg.seed)
+    boots = []
+    for _ in range(cfg.n_resamples):
+        idx = rng.integers(0, len(in_cluster), len(in_cluster))
+        if 0 < in_cluster[idx].sum() < len(idx):
+            boots.append(gap(planted, idx) - gap(twins, idx))
+    lo, hi = (np.quantile(boots, [0.025, 0.975]) if boots else (np.nan, np.nan))
+    return dict(control="manipulation check: the plant took", policy=pm, rm_size=planted[0].size,
+                seam_variant="hack_rate", value=value, lo=float(lo), hi=float(hi), n=len(in_cluster),
+                positives=int(in_cluster.sum()), passed=bool(lo > 0) if boots else None,
+                note="hack rate in minus out of the planted cluster, plant minus twin (0: the plant left no "
+                     "failure for SEAM to find)")

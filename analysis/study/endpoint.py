@@ -95,7 +95,7 @@ def lrt(y: np.ndarray, base: list[np.ndarray], extra: np.ndarray) -> float:
 
 def compute(data: EvidenceData, cfg) -> dict[str, list[dict]]:
     rows = []
-    cells = sorted({(r.size, r.arm) for r in data.rms if r.arm != "planted"}, key=lambda c: (c[1] != "human", c))
+    cells = sorted({(r.size, r.arm) for r in data.rms if not r.arm.startswith("planted")}, key=lambda c: (c[1] != "human", c))
     for pm in data.policies:
         for size, arm in cells:
             cell = data.cell_rms(size, arm)

@@ -51,7 +51,7 @@ class RM:
     ref: str
     size: int
     seed: int
-    arm: str = "human"          # human | human+synthetic | planted
+    arm: str = "human"          # human | human+synthetic | planted | planted_twin
 
 
 @dataclass(frozen=True)

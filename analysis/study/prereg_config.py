@@ -42,12 +42,15 @@ class HumanStudyConfig(QuickPreset):
     grid_sizes: list[int] = opt(default_factory=lambda: [0, 100, 300, 1000], parse=_ints,
                                 help="RM grid: human training pairs from A, e.g. 0,100,300,1000")
     grid_seeds: int = opt(10, "seeds per RM grid size")
+    syn_adv: int = opt(4, "synthetic pairs per A item: chosen vs this many adv perturbations (+ chosen vs one "
+                          "contrast neighbour); used by the human+synthetic arm and the planted control")
+    plant_epochs: int = opt(60, "positive control: epochs of the planted RM and its unplanted twin (lr 1e-3, no "
+                                "weight decay): the grid's recipe (20 epochs, lr 1e-4) does not learn a "
+                                "topic-conditional preference, so a plant trained like the grid never takes")
     synthetic_arm: bool = opt(True, "no extra arm that adds synthetic adv/contrast pairs", flag="--no-synthetic-arm",
                               invert=True)
     study_policies: list[str] = opt(default_factory=lambda: [SMOLLM, GEMMA], flag="--study-policy", metavar="REF",
                                     help="PMs, primary first (repeatable)")
-    sft_steps: int = opt(30, "secondary PM: the primary PM after this many SFT steps on A's human-chosen answers "
-                             "(0: none)")
     secondary_c: int = opt(200, "secondary PMs are scored on the first N C items (split order), the primary on "
                                 "all of C: on 2 CPU cores each secondary PM over all of C would cost ~1 h")
     # probes and SEAM variants
@@ -69,6 +72,7 @@ class HumanStudyConfig(QuickPreset):
                                 help="selection: fractions of B dropped")
     # saturation: best-of-N judged by heads trained on B (held out from the grid)
     bon_n: int = opt(16, "saturation: samples per prompt; best-of-N at N = 1, 2, 4, ... up to this")
+    sft_steps: int = opt(30, cli=False)     # ExperimentConfig's --sft-steps: the SFT'd primary as a secondary PM (0: none)
     bon_prompts: int = opt(64, cli=False)   # the first k C prompts (split order); ExperimentConfig's --bon-prompts
     bon_new_tokens: int = opt(48, "saturation: max new tokens per sample")
     bon_margin: float = opt(0.1, "saturation: equivalence margin in units of the judge-score SD over all samples")
@@ -83,7 +87,7 @@ class HumanStudyConfig(QuickPreset):
     n_resamples: int = opt(2000, cli=False)
 
     QUICK = dict(split_a=400, split_b=32, split_c=48, grid_sizes=[0, 100, 300], grid_seeds=10,
-                 study_policies=[SMOLLM], sft_steps=4, secondary_c=16, pm_max_length=128, clusters=4,
+                 study_policies=[SMOLLM], sft_steps=3, secondary_c=16, pm_max_length=128, clusters=4,
                  acq_start=100, acq_add=16, acq_seeds=20, select_q=[0.25], bon_prompts=8, n_resamples=500)
 
     def __post_init__(self) -> None:

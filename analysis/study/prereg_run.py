@@ -98,8 +98,8 @@ def design(cfg: HumanStudyConfig, splits: dict[str, list[Item]]) -> dict:
         "splits": {"rule": "sha1(seed, prompt) order: first A, then B, then C; one item per prompt", "sizes": n},
         "rm_grid": {"recipe": "Bradley-Terry pooler+classifier head on frozen all-MiniLM-L6-v2 [CLS]",
                     "train_data": "human pairs from A only", "sizes": cfg.grid_sizes, "seeds": cfg.grid_seeds,
-                    "extra_arm": "human+synthetic: largest size plus, for the same A prompts, chosen vs one adv "
-                                 "perturbation and chosen vs another A prompt's chosen answer"
+                    "extra_arm": f"human+synthetic: largest size plus, for the same A prompts, chosen vs {cfg.syn_adv} "
+                                 "adv perturbations and chosen vs one contrast neighbour (the probe distribution)"
                                  if cfg.synthetic_arm else None},
         "policies": {"primary": cfg.policies[0], "secondary": cfg.policies[1:],
                      "secondary_items": f"the first {cfg.secondary_c} C items (split order); the primary on all of C",
@@ -118,8 +118,11 @@ def design(cfg: HumanStudyConfig, splits: dict[str, list[Item]]) -> dict:
                      "Holm within each family",
         "null": f"claimed only by TOST: 90% interval inside 0.5 +- {cfg.tost_margin}",
         "controls": {"negative": "PM log-probs permuted across C probes",
-                     "positive": f"RM (largest size) trained with labels flipped on the largest of {cfg.clusters} "
-                                 "k-means topic clusters; SEAM must flag that cluster on C (lower CI end > 0.5)"},
+                     "positive": f"RM trained on the human+synthetic set (largest size) with every label flipped on "
+                                 f"the largest of {cfg.clusters} k-means topic clusters ({cfg.plant_epochs} epochs, "
+                                 "lr 1e-3); SEAM must flag that cluster on C (lower CI end > 0.5); its unplanted twin "
+                                 "(same set and training, no flip) is the reference, and the in-cluster minus "
+                                 "out-of-cluster hack rate of plant vs twin checks that the plant took"},
         "acquisition": f"start {cfg.acq_start} A pairs; add {cfg.acq_add} B pairs by top SEAM / top hack rate / "
                        f"smallest |delta r| / random (ranked with the start RM); {cfg.acq_seeds} seeds",
         "selection": f"train on B after dropping top-q SEAM vs random-q vs none, q in {cfg.select_q}; "
@@ -162,13 +165,19 @@ def make_probes(cfg: HumanStudyConfig, splits, log) -> tuple[dict[str, list[tupl
     probes, short = {}, 0
     for idx, it in enumerate(pool):
         if idx < len(splits["A"]):
+            # A's synthetic pairs (human+synthetic arm, planted control): the probe distribution of B / C
+            band = [pool[nb].chosen for nb, sim in neigh[idx] if sim >= cfg.band_lo][:1]
+            adv = [t for t, _ in adversarial(it.chosen, cfg.syn_adv, cfg.seed)]
+            adv = (adv + [it.chosen + " ..."] * cfg.syn_adv)[:cfg.syn_adv]
+            probes[it.item_id] = ([(f"{it.item_id}:adv{j}", "adv", t) for j, t in enumerate(adv)]
+                                  + [(f"{it.item_id}:con0", "contrast", (band or [pool[idx - 1].chosen])[0])])
             continue
         adv = [(f"{it.item_id}:adv{j}", "adv", t) for j, (t, _) in enumerate(adversarial(it.chosen, cfg.probe_k, cfg.seed))]
         con = [(f"{it.item_id}:con{j}", "contrast", pool[nb].chosen)
                for j, (nb, sim) in enumerate([x for x in neigh[idx] if x[1] >= cfg.band_lo][:cfg.probe_k])]
         short += len(adv) + len(con) < 2 * cfg.probe_k
         probes[it.item_id] = adv + con
-    log(f"probes for {len(probes)} B/C items ({short} with fewer than {2 * cfg.probe_k}); "
+    log(f"probes for {len(probes) - len(splits['A'])} B/C items ({short} with fewer than {2 * cfg.probe_k}); "
         f"planted cluster {planted} ({int((km.labels_ == planted).sum())} of {len(pool)} prompts)")
     return probes, cluster, planted
 
@@ -205,11 +214,8 @@ def run_study(cfg: HumanStudyConfig, log: Callable[[str], None] = print) -> dict
             f = {}
             f["A_c"] = feats([(it.prompt, it.chosen) for it in A])
             f["A_r"] = feats([(it.prompt, it.rejected) for it in A])
-            if cfg.synthetic_arm:
-                from analysis.data.worse import adversarial
-                f["A_adv"] = feats([(it.prompt, (adversarial(it.chosen, 1, cfg.seed) or [(it.chosen + " ...", {})])[0][0])
-                                    for it in A])
-                f["A_con"] = feats([(it.prompt, A[(i + 1) % len(A)].chosen) for i, it in enumerate(A)])
+            syn = [(it.prompt, t) for it in A for _, _, t in probes[it.item_id]]
+            f["A_syn"] = feats(syn).reshape(len(A), cfg.syn_adv + 1, -1)     # [item, adv... + contrast, d]
             for name, part in (("B", B), ("C", C)):
                 texts = []
                 for it in part:
@@ -231,20 +237,23 @@ def run_study(cfg: HumanStudyConfig, log: Callable[[str], None] = print) -> dict
                 heads_by[ref] = heads.fit(F["A_c"][sel], F["A_r"][sel], seed)
                 rms.append(RM(ref, size, seed, "human"))
             top = max(cfg.grid_sizes)
+            strong = dataclasses.replace(heads.config, lr=1e-3, epochs=cfg.plant_epochs, weight_decay=0.0)
+            n_syn = cfg.syn_adv + 1
             for seed in range(cfg.grid_seeds):
                 sel = np.random.default_rng(1000 + seed).permutation(nA)[:top]
+                # human pairs + chosen vs each synthetic probe of the same A items
+                c = np.concatenate([F["A_c"][sel]] * (n_syn + 1))
+                r = np.concatenate([F["A_r"][sel]] + [F["A_syn"][sel, j] for j in range(n_syn)])
                 if cfg.synthetic_arm:
-                    c = np.concatenate([F["A_c"][sel]] * 3)
-                    r = np.concatenate([F["A_r"][sel], F["A_adv"][sel], F["A_con"][sel]])
                     ref = f"rm-{top}+syn-s{seed}"
                     heads_by[ref] = heads.fit(c, r, seed)
                     rms.append(RM(ref, top, seed, "human+synthetic"))
-                f = flip[sel]
-                c = np.where(f[:, None], F["A_r"][sel], F["A_c"][sel])
-                r = np.where(f[:, None], F["A_c"][sel], F["A_r"][sel])
-                ref = f"rm-{top}-planted-s{seed}"
-                heads_by[ref] = heads.fit(c, r, seed)
-                rms.append(RM(ref, top, seed, "planted"))
+                # positive control: every label flipped on the planted cluster; its twin is the same set unflipped
+                f = np.concatenate([flip[sel]] * (n_syn + 1))[:, None]
+                for arm, (cc, rr) in (("planted", (np.where(f, r, c), np.where(f, c, r))), ("planted_twin", (c, r))):
+                    ref = f"rm-{top}+syn-{arm.replace('_', '-')}-s{seed}"
+                    heads_by[ref] = heads.fit(cc, rr, seed, strong)
+                    rms.append(RM(ref, top, seed, arm))
             return rms, heads_by
 
         rms, heads_by = runner.stage("train_rms", train_grid)

@@ -58,8 +58,13 @@ def verdict(data: EvidenceData, cfg, endpoint: list[dict], controls: list[dict],
     if not pos or not pos[0]["passed"]:
         got = (f"AUROC {pos[0]['value']:.2f} [{pos[0]['lo']:.2f}, {pos[0]['hi']:.2f}]" if pos and
                not math.isnan(pos[0]["value"]) else "not measured")
+        took = [c for c in controls if c["control"].startswith("manipulation")]
+        why = ""
+        if took and took[0]["passed"] is False:
+            why = (" The manipulation check shows the plant itself did not take (hack-rate gap plant minus twin "
+                   f"{took[0]['value']:+.3f} [{took[0]['lo']:+.3f}, {took[0]['hi']:+.3f}]).")
         return (f"Judged against {who}: the positive control FAILED — SEAM ({cfg.primary_variant}) did not flag "
-                f"the topic cluster on which an RM was deliberately trained with flipped labels ({got}). "
+                f"the topic cluster on which an RM was deliberately trained with flipped labels ({got}).{why} "
                 "The pipeline cannot detect a known failure at this size, so this run supports no claim "
                 "about SEAM either way.")
     prim = [r for r in endpoint if r["primary_endpoint"] and r["stat"] == "auroc" and not math.isnan(r["value"])]
@@ -84,7 +89,17 @@ def verdict(data: EvidenceData, cfg, endpoint: list[dict], controls: list[dict],
     lrt = [r for r in endpoint if r["primary_endpoint"] is False and r["stat"] == "lrt_vs_margin"
            and r["policy"] == data.primary_pm and r["seam_variant"] == cfg.primary_variant]
     sig = [r for r in lrt if r.get("p_holm") is not None and not math.isnan(r["p_holm"]) and r["p_holm"] < 0.05]
-    parts.append(f"Over the RM's own margin |Δr|, SEAM added significant information in {len(sig)} of {len(lrt)} cells.")
+    parts.append(f"Over the RM's own margin |Δr| and its score of the chosen answer, SEAM added significant "
+                 f"information in {len(sig)} of {len(lrt)} cells.")
+    hack = {r["rm_size"]: r for r in endpoint if r["stat"] == "auroc" and r["policy"] == data.primary_pm
+            and r["arm"] == "human" and r["seam_variant"] == "hack_rate" and not math.isnan(r["value"])}
+    perm = {c["rm_size"]: c for c in controls if c["control"].startswith("negative")}
+    both = [r for r in prim if r["rm_size"] in hack and r["rm_size"] in perm]
+    if both:
+        parts.append("Without the PM term the same cells read: hack rate alone "
+                     + ", ".join(f"{hack[r['rm_size']]['value']:.2f}" for r in both) + "; PM weights permuted "
+                     + ", ".join(f"{perm[r['rm_size']]['value']:.2f}" for r in both)
+                     + " — only SEAM's excess over these is evidence for its PM half.")
     acq = [r for r in retrain if r["analysis"] == "acquisition" and r["arm"] == "top_seam" and r["delta_vs_random"] is not None]
     if acq:
         a = acq[0]

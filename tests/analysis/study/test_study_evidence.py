@@ -150,6 +150,34 @@ def test_controls_detect_the_planted_cluster_and_flag_a_miss():
     assert "FAILED" in text and "no claim" in text, text
 
 
+def test_manipulation_check_says_whether_the_plant_took():
+    d = _shared_term_data(n=60)
+    items = d.items
+    cluster = {i: int(k % 3 == 0) for k, i in enumerate(items)}
+    inside = np.array([cluster[i] for i in items], float)
+    rms = d.rms + [RM(f"p{k}", 10, k, "planted") for k in (0, 1)] + [RM(f"t{k}", 10, k, "planted_twin") for k in (0, 1)]
+    seam = dict(d.seam)
+
+    def with_plant(gap):
+        for r in rms[4:]:
+            h = 0.2 + (gap * inside if r.arm == "planted" else 0 * inside) + 0.01 * np.arange(60) / 60
+            for v in SEAM_VARIANTS:
+                seam[(PM, r.ref, v)] = dict(zip(items, h))
+        return EvidenceData(mode="human", items=items, policies=[PM], rms=rms, margin={**d.margin, **{
+            r.ref: d.margin["r10-0"] for r in rms[4:]}}, gold_score=d.gold_score, seam=dict(seam),
+            cluster=cluster, planted_cluster=1)
+
+    took = {r["control"]: r for r in controls.compute(with_plant(0.5), CFG)["study_controls"]}
+    m = took["manipulation check: the plant took"]
+    assert m["passed"] is True and m["value"] == pytest.approx(0.5, abs=0.02), m
+    assert took["reference: unplanted twin"]["passed"] is None, "the twin is a reference, not a test"
+    flat = controls.compute(with_plant(0.0), CFG)["study_controls"]
+    m = [r for r in flat if r["control"].startswith("manipulation")][0]
+    assert m["passed"] is False and abs(m["value"]) < 0.02, m
+    text = retrain_eval.verdict(with_plant(0.0), CFG, [], flat, [])
+    assert "FAILED" in text and "did not take" in text, text
+
+
 def test_retrain_summary_and_verdict():
     d = _data()
     rows = retrain_eval.compute(d, CFG)["study_retrain"]
