@@ -195,7 +195,7 @@ EVIDENCE = [
          "    display(q(\"SELECT policy, arm, rm_size, seam_variant, round(value, 3) AS auroc, round(lo, 3) AS lo, \"\n"
          "              \"round(hi, 3) AS hi, n, positives, round(p_holm, 4) AS p_holm, equivalent \"\n"
          "              \"FROM study_endpoint WHERE stat = 'auroc' ORDER BY NOT primary_endpoint, arm, rm_size, seam_variant\"))\n"
-         "    display(q('SELECT control, rm_size, seam_variant, round(value, 3) AS auroc, round(lo, 3) AS lo, '\n"
+         "    display(q('SELECT control, rm_size, seam_variant, round(value, 3) AS value, round(lo, 3) AS lo, '\n"
          "              'round(hi, 3) AS hi, passed FROM study_controls'))\n"
          "    display(q('SELECT analysis, q, arm, round(accuracy, 3) AS acc, round(delta_vs_random, 3) AS delta, '\n"
          "              'round(delta_lo, 3) AS d_lo, round(delta_hi, 3) AS d_hi, n_seeds, n_items FROM study_retrain'))\n"

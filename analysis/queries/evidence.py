@@ -52,8 +52,10 @@ def secondary(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 
 
 def controls(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    return _df(con, """SELECT control, policy, rm_size, seam_variant, value AS auroc, lo, hi, n, positives,
-                              passed, note FROM study_controls ORDER BY control DESC, rm_size, seam_variant""")
+    return _df(con, """SELECT control, policy, rm_size, seam_variant,
+                              CASE WHEN control LIKE 'manipulation%' THEN 'hack-rate gap' ELSE 'AUROC' END AS statistic,
+                              value, lo, hi, n, positives, passed, note
+                       FROM study_controls ORDER BY control DESC, rm_size, seam_variant""")
 
 
 def power(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:

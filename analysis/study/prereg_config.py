@@ -37,7 +37,7 @@ class HumanStudyConfig(QuickPreset):
     human_data_dir: str | None = opt(None, "data_dir of an HF dataset id", flag="--data-dir")
     human_split: str = opt("train", "split of an HF dataset id", flag="--hf-split")
     split_a: int = opt(1000, "A: human pairs for RM training (prompt-hash split)")
-    split_b: int = opt(300, "B: selection / acquisition pool pairs")
+    split_b: int = opt(600, "B: selection / acquisition pool pairs (acquisition adds acq_add of them per arm)")
     split_c: int = opt(600, "C: evaluation pairs (the primary endpoint)")
     grid_sizes: list[int] = opt(default_factory=lambda: [0, 100, 300, 1000], parse=_ints,
                                 help="RM grid: human training pairs from A, e.g. 0,100,300,1000")
