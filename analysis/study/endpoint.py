@@ -150,9 +150,13 @@ def power(cfg, n_c: int, n_b: int, e_rate: float = 0.35, acc: float = 0.6, bon_d
     bon_diff_sd: assumed SD of a prompt's best-of-N quality difference, in judge-score SD units (the
     per-prompt values are expectations over all n-subsets and the size's seeds, so below 1)."""
     pos = round(e_rate * n_c)
+    n_sec = min(cfg.secondary_c, n_c)
     z = Z(0.975) + Z(0.8)
     rows = [dict(comparison="primary: AUROC(SEAM, E) vs 0.5, per (PM, RM size) cell", n=n_c, positives=pos,
                  mde=auroc_mde(n_c, pos), note="Hanley-McNeil, 80% power, two-sided 5%; per seed"),
+            dict(comparison="secondary PMs: AUROC(SEAM, E) vs 0.5, per (PM, RM size) cell", n=n_sec,
+                 positives=round(e_rate * n_sec), mde=auroc_mde(n_sec, round(e_rate * n_sec)),
+                 note=f"the first {n_sec} C items"),
             dict(comparison=f"TOST equivalence +-{cfg.tost_margin}", n=n_c, positives=pos,
                  mde=auroc_mde(n_c, pos) * (Z(0.95) + Z(0.8)) / z,
                  note="a null is claimed only if the 90% interval lies inside the margin: needs mde < margin"),

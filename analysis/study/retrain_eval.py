@@ -59,10 +59,19 @@ def verdict(data: EvidenceData, cfg, endpoint: list[dict], controls: list[dict],
         got = (f"AUROC {pos[0]['value']:.2f} [{pos[0]['lo']:.2f}, {pos[0]['hi']:.2f}]" if pos and
                not math.isnan(pos[0]["value"]) else "not measured")
         took = [c for c in controls if c["control"].startswith("manipulation")]
+        hack = [c for c in controls if c["control"].startswith("positive") and c["seam_variant"] == "hack_rate"]
+        twin = [c for c in controls if c["control"].startswith("reference") and c["seam_variant"] == "hack_rate"]
         why = ""
         if took and took[0]["passed"] is False:
             why = (" The manipulation check shows the plant itself did not take (hack-rate gap plant minus twin "
                    f"{took[0]['value']:+.3f} [{took[0]['lo']:+.3f}, {took[0]['hi']:+.3f}]).")
+        elif took and took[0]["passed"] and hack and hack[0]["passed"] and cfg.primary_variant != "hack_rate":
+            why = (" The plant did take (hack-rate gap plant minus twin "
+                   f"{took[0]['value']:+.3f} [{took[0]['lo']:+.3f}, {took[0]['hi']:+.3f}]) and the hack rate alone, "
+                   f"without the PM term, flagged the cluster (AUROC {hack[0]['value']:.2f} "
+                   f"[{hack[0]['lo']:.2f}, {hack[0]['hi']:.2f}]"
+                   + (f"; unplanted twin {twin[0]['value']:.2f}" if twin else "") + "): the PM weighting hides "
+                   "this failure, which lives on responses the PM finds unlikely.")
         return (f"Judged against {who}: the positive control FAILED — SEAM ({cfg.primary_variant}) did not flag "
                 f"the topic cluster on which an RM was deliberately trained with flipped labels ({got}).{why} "
                 "The pipeline cannot detect a known failure at this size, so this run supports no claim "

@@ -176,6 +176,13 @@ def test_manipulation_check_says_whether_the_plant_took():
     assert m["passed"] is False and abs(m["value"]) < 0.02, m
     text = retrain_eval.verdict(with_plant(0.0), CFG, [], flat, [])
     assert "FAILED" in text and "did not take" in text, text
+    # the plant took and the hack rate sees it, but the PM-weighted primary does not: the verdict says so
+    took = controls.compute(with_plant(0.5), CFG)["study_controls"]
+    for r in took:
+        if r["control"].startswith("positive") and r["seam_variant"] == CFG.primary_variant:
+            r.update(value=0.42, lo=0.38, hi=0.48, passed=False)
+    text = retrain_eval.verdict(with_plant(0.5), CFG, [], took, [])
+    assert "FAILED" in text and "PM weighting hides" in text and "did take" in text, text
 
 
 def test_retrain_summary_and_verdict():
