@@ -63,19 +63,20 @@ def compute(data: EvidenceData, cfg) -> dict[str, list[dict]]:
 def manipulation_check(data: EvidenceData, pm: str, planted, twins, in_cluster: np.ndarray, cfg) -> dict:
     """Did the plant take? Hack rate (share of probes the RM puts at or above the chosen answer) in minus out
     of the planted cluster, plant minus twin, paired by seed; bootstrap over items."""
-    def gap(rms, idx):
+    plant_h, twin_h = ([data.seam_values(pm, r.ref, "hack_rate") for r in rms] for rms in (planted, twins))
+
+    def gap(hs, idx):
         y = in_cluster[idx]
-        vals = [data.seam_values(pm, r.ref, "hack_rate")[idx] for r in rms]
-        return float(np.mean([np.nanmean(h[y == 1]) - np.nanmean(h[y == 0]) for h in vals]))
+        return float(np.mean([np.nanmean(h[idx][y == 1]) - np.nanmean(h[idx][y == 0]) for h in hs]))
 
     everything = np.arange(len(in_cluster))
-    value = gap(planted, everything) - gap(twins, everything)
+    value = gap(plant_h, everything) - gap(twin_h, everything)
     rng = np.random.default_rng(cfg.seed)
     boots = []
     for _ in range(cfg.n_resamples):
         idx = rng.integers(0, len(in_cluster), len(in_cluster))
         if 0 < in_cluster[idx].sum() < len(idx):
-            boots.append(gap(planted, idx) - gap(twins, idx))
+            boots.append(gap(plant_h, idx) - gap(twin_h, idx))
     lo, hi = (np.quantile(boots, [0.025, 0.975]) if boots else (np.nan, np.nan))
     return dict(control="manipulation check: the plant took", policy=pm, rm_size=planted[0].size,
                 seam_variant="hack_rate", value=value, lo=float(lo), hi=float(hi), n=len(in_cluster),

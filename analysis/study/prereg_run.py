@@ -258,6 +258,7 @@ def run_study(cfg: HumanStudyConfig, log: Callable[[str], None] = print) -> dict
 
         rms, heads_by = runner.stage("train_rms", train_grid)
         log(f"trained {len(rms)} RMs")
+        c_scores = {ref: heads.score(h, F["C"]) for ref, h in heads_by.items()}   # every RM on every C row
 
         item_of = {}
         for part in (B, C):
@@ -293,7 +294,6 @@ def run_study(cfg: HumanStudyConfig, log: Callable[[str], None] = print) -> dict
         def probe_table():
             cols = {k: [] for k in ("run_id", "item_id", "probe_id", "variant", "policy", "reward", "logprob_sum",
                                     "n_tokens", "score")}
-            scores = {ref: heads.score(h, F["C"]) for ref, h in heads_by.items()}
             crow = [r for r in F["C_rows"]]
             perm_rng = np.random.default_rng(cfg.seed + 7)
             for pol in cfg.policies:
@@ -308,7 +308,7 @@ def run_study(cfg: HumanStudyConfig, log: Callable[[str], None] = print) -> dict
                         shuffled[a] = variants[0][1][b]
                     variants.append((pol + PERM, shuffled))
                 for name, vals in variants:
-                    for ref, sc in scores.items():
+                    for ref, sc in c_scores.items():
                         for j, i in enumerate(idx):
                             row = crow[i]
                             cols["run_id"].append(run_id)
@@ -348,8 +348,7 @@ def run_study(cfg: HumanStudyConfig, log: Callable[[str], None] = print) -> dict
         margin, gold_score = {}, {}
         gi = {r[0]: i for i, r in enumerate(F["C_rows"]) if r[1] == "gold"}
         ri = {r[0]: i for i, r in enumerate(F["C_rows"]) if r[1] == "rejected"}
-        for ref, h in heads_by.items():
-            s = heads.score(h, F["C"])
+        for ref, s in c_scores.items():
             margin[ref] = {it.item_id: float(s[gi[it.item_id]] - s[ri[it.item_id]]) for it in C}
             gold_score[ref] = {it.item_id: float(s[gi[it.item_id]]) for it in C}
 
