@@ -15,15 +15,17 @@ TABLES = ("study_design", "study_endpoint", "study_controls", "study_power", "st
           "study_models")
 
 
-def has_study(con: duckdb.DuckDBPyConnection) -> bool:
+def has_study(con: duckdb.DuckDBPyConnection, extra: tuple[str, ...] = ()) -> bool:
+    """A stored study with every relation of TABLES (and of `extra`: a study written before the saturation
+    tables existed has none, so its page shows no saturation section)."""
     have = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    if not set(TABLES) <= have:
+    if not set(TABLES + extra) <= have:
         return False
     return con.execute("SELECT count(*) FROM study_verdict").fetchone()[0] > 0
 
 
-def _df(con, sql: str) -> pd.DataFrame:
-    return con.execute(sql).df() if has_study(con) else pd.DataFrame()
+def _df(con, sql: str, extra: tuple[str, ...] = ()) -> pd.DataFrame:
+    return con.execute(sql).df() if has_study(con, extra) else pd.DataFrame()
 
 
 def verdict(con: duckdb.DuckDBPyConnection) -> dict:
@@ -73,24 +75,15 @@ def rm_grid(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
                        FROM study_models GROUP BY arm, size ORDER BY arm, size""")
 
 
-def _has(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    """A study written before the saturation tables existed has none: its page shows no saturation section."""
-    return has_study(con) and bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?",
-                                               [table]).fetchone()[0])
-
-
 def saturation(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Best-of-N curve: judge score of each RM size's pick per (PM, N), 95% bootstrap over prompts."""
-    if not _has(con, "study_saturation"):
-        return pd.DataFrame()
-    return con.execute("""SELECT mode, policy, rm_size, bon_n, quality, lo, hi, gain, gain_lo, gain_hi, n, n_seeds
-                          FROM study_saturation ORDER BY policy, rm_size, bon_n""").df()
+    return _df(con, """SELECT mode, policy, rm_size, bon_n, quality, lo, hi, gain, gain_lo, gain_hi, n, n_seeds
+                          FROM study_saturation ORDER BY policy, rm_size, bon_n""", ("study_saturation",))
 
 
 def saturation_tests(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """More N and a larger RM: delta with 95% / 90% intervals, the TOST margin, the conclusion in words."""
-    if not _has(con, "study_saturation_test"):
-        return pd.DataFrame()
-    return con.execute("""SELECT mode, policy, comparison, rm_size, bon_n, delta, lo, hi, lo90, hi90, delta_sd,
+    return _df(con, """SELECT mode, policy, comparison, rm_size, bon_n, delta, lo, hi, lo90, hi90, delta_sd,
                                  margin, margin_sd, judge_sd, n, conclusion
-                          FROM study_saturation_test ORDER BY policy, comparison LIKE 'RM%', rm_size""").df()
+                          FROM study_saturation_test ORDER BY policy, comparison LIKE 'RM%', rm_size""",
+               ("study_saturation_test",))
