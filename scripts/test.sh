@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for the whole test suite, as CI runs it: the fast tests, then the slow model tests and
 # the headless-browser test. `pytest` alone (inside .venv) runs only the fast ones.
-SEAM_EXTRAS=test,rl,ray source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
+SEAM_EXTRAS=test,ray source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 # Debian's Chromium for the browser test (Playwright drives it; no browser download).
 if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \

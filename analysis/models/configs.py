@@ -54,3 +54,6 @@ class PMTrainConfig:
     seed: int = opt(0, "seed")
     device: str = opt("auto", "auto | cpu | cuda | cuda:N")
     models_dir: str | None = opt(None, "where builtin: models are converted (default: cache/models)")
+    lora: bool = opt(False, "train LoRA adapters (PEFT) instead of all weights, merged into the saved checkpoint "
+                            "(adapters need a larger --lr, e.g. 1e-3)")
+    lora_r: int = opt(16, "LoRA rank (alpha = 2 r, all linear layers)")

@@ -73,7 +73,7 @@ def bundled_backbone() -> str:
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """Silence transformers' load report and weight-loading bars around our own loads and saves.
 
     The load report would flag the classifier as "newly initialised" when we load a backbone whose
@@ -237,7 +237,7 @@ class RewardModel:
                 f"(architectures={archs or 'unknown'}); a reward model must output one scalar. "
                 f"{SUPPORTED_RMS}. A bare encoder can be turned into one with `seam train-rm`.")
         self.tokenizer = AutoTokenizer.from_pretrained(self.ref, trust_remote_code=trust_remote_code)
-        with _quiet_transformers():
+        with quiet_transformers():
             model, info = AutoModelForSequenceClassification.from_pretrained(
                 self.ref, config=config, dtype=self.dtype, output_loading_info=True,
                 trust_remote_code=trust_remote_code)
@@ -558,7 +558,7 @@ def _train_reward_model(pairs: list[tuple[str, str, str]], out_dir: Path, config
     dtype = pick_dtype(config.dtype, device)
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(backbone)
-    with _quiet_transformers():
+    with quiet_transformers():
         model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=1)
     model.eval()
     head = _BertHead(model)
@@ -629,7 +629,7 @@ def _train_reward_model(pairs: list[tuple[str, str, str]], out_dir: Path, config
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     model.config.architectures = [type(model).__name__]
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model.save_pretrained(tmp)
         # Save the tokenizer with its own default; RewardModel sets left truncation itself.
         tokenizer.truncation_side = formatter.original_truncation_side
@@ -718,7 +718,7 @@ class FrozenHeads:
         self.device = pick_device(self.config.device)
         self.dtype = pick_dtype(self.config.dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.backbone)
-        with _quiet_transformers():
+        with quiet_transformers():
             self.model = AutoModelForSequenceClassification.from_pretrained(self.backbone, num_labels=1)
         self.model.eval()
         self.max_length = min(int(self.config.max_length),

@@ -5,24 +5,22 @@ miniature we fine-tune SmolLM2-135M-Instruct for a few dozen steps on human-writ
 is enough to move its style toward the data (and its gold-judged quality) and gives a third PM next to
 the instruct model itself and Gemma-3-270M base.
 
-What it does: full fine-tuning (all weights, AdamW, fp32 on CPU / bf16 autocast on GPU), loss on the
-response tokens only. Prompts are formatted and responses closed with EOS exactly the way the PM scorer
+What it does: TRL's `SFTTrainer` (AdamW, constant learning rate after a linear warm-up, fp32 on CPU / bf16
+on GPU), loss on the response tokens only; all weights by default, or PEFT LoRA adapters (`--lora`) merged
+into the saved weights. Prompts are formatted and responses closed with EOS exactly the way the PM scorer
 does it (`analysis.models.policy.format_prompt` / `encode_prompt` / `encode_response`), so the log-probs the
 pipeline later computes are the ones the model was trained to raise. The result is saved atomically as
 an ordinary transformers checkpoint (safetensors + tokenizer + `seam_pm.json` training card), usable as
 `--policy DIR` anywhere.
-
-LoRA is not offered: it needs `peft` (not a dependency) and a 135M model fine-tunes fully in seconds
-per step on a CPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
-import random
 import shutil
 import time
 import uuid
@@ -61,12 +59,38 @@ def train_policy_model(examples: Sequence[tuple[str, str]], out_dir: Path | str,
                        progress: bool = True) -> dict:
     """Fine-tune `config.base` on (prompt, answer) examples for `config.steps` steps; save to `out_dir`.
 
-    Batches are drawn in a seeded order (reshuffled each pass over the data), so the same config and
-    examples give the same checkpoint on the same machine. Returns the report also written to
-    `out_dir/seam_pm.json` (loss curve, token counts, timings, config, base model digest).
+    TRL's `SFTTrainer` runs the loop on examples we tokenize ourselves (`input_ids` + `labels` with -100 on
+    the prompt), so the trainer never re-applies a chat template or appends a second EOS: what it trains is
+    token for token what the PM scorer later reads. Batches come from the trainer's seeded sampler, so the
+    same config and examples give the same checkpoint on the same machine. Returns the report also written
+    to `out_dir/seam_pm.json` (loss curve, token counts, timings, config, base model digest).
     """
+    with contextlib.nullcontext() if progress else _quiet():
+        return _train(examples, out_dir, config, progress)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """No loading, dataset-preparation or saving bars (`--quiet`); TRL's per-step log prints are removed in `_train`."""
+    import datasets
+
+    from analysis.models.reward import quiet_transformers
+
+    bars = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        with quiet_transformers():
+            yield
+    finally:
+        if bars:
+            datasets.enable_progress_bars()
+
+
+def _train(examples, out_dir, config: PMTrainConfig, progress: bool) -> dict:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+    from trl import SFTConfig, SFTTrainer
 
     from analysis.models.devices import pick_device
     from analysis.models.resolve import finish_model_dir, default_models_dir, resolve_model, weights_sha256
@@ -75,84 +99,53 @@ def train_policy_model(examples: Sequence[tuple[str, str]], out_dir: Path | str,
     t0 = time.perf_counter()
     if not examples:
         raise ValueError("train-pm needs at least one (prompt, answer) example")
-    if config.steps < 0 or config.batch_size < 1:
-        raise ValueError("steps must be >= 0 and batch_size >= 1")
+    if config.steps < 0 or config.batch_size < 1 or config.lora_r < 1:
+        raise ValueError("steps must be >= 0, batch_size >= 1 and lora_r >= 1")
     out_dir = Path(out_dir)
     models_dir = Path(config.models_dir) if config.models_dir else default_models_dir()
     resolved = resolve_model(config.base, models_dir)
     device = pick_device(config.device)
-    torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(resolved)
-    model = AutoModelForCausalLM.from_pretrained(resolved, dtype=torch.float32).to(device)
+    model = AutoModelForCausalLM.from_pretrained(resolved, dtype=torch.float32)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     eos_id = eos_token_id(tokenizer, model)
 
-    examples = list(examples)
-    if config.max_examples is not None:
-        examples = examples[: config.max_examples]
+    examples = list(examples)[: config.max_examples]
     encoded = [_encode(tokenizer, eos_id, p, a, config.max_length) for p, a in examples]
-    rng = random.Random(config.seed)
-    order: list[int] = []
-
-    def next_batch() -> list[int]:
-        nonlocal order
-        if len(order) < config.batch_size:
-            fresh = list(range(len(encoded)))
-            rng.shuffle(fresh)
-            order = order + fresh
-        b, order = order[: config.batch_size], order[config.batch_size:]
-        return b
-
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
-                            weight_decay=config.weight_decay)
-
-    def lr_at(step: int) -> float:
-        if step < config.warmup_steps:
-            return config.lr * (step + 1) / (config.warmup_steps + 1)
-        return config.lr
-
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else torch.autocast("cpu", enabled=False))
-    curve: list[float] = []
-    n_tokens = 0
-    steps = range(config.steps)
-    if progress:
-        from tqdm.auto import tqdm
-
-        steps = tqdm(steps, desc="PM SFT", unit="step")
-    model.train()
-    for step in steps:
-        batch = [encoded[i] for i in next_batch()]
-        width = max(len(ids) for ids, _ in batch)
-        input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (ids, n_prompt) in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            mask[row, : len(ids)] = 1
-            labels[row, n_prompt: len(ids)] = torch.tensor(ids[n_prompt:])
-            n_tokens += len(ids) - n_prompt
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step)
-        with autocast:
-            out = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
-        loss = out.loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-        opt.step()
-        curve.append(round(loss.item(), 5))
-        if progress and hasattr(steps, "set_postfix"):
-            steps.set_postfix(loss=f"{curve[-1]:.3f}")
-    model.eval()
-    seconds_train = time.perf_counter() - t0
+    rows = [{"input_ids": ids, "labels": [-100] * n_prompt + ids[n_prompt:]} for ids, n_prompt in encoded]
+    response_tokens = sum(len(ids) - n_prompt for ids, n_prompt in encoded)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    cuda = device.type == "cuda"
+    args = SFTConfig(
+        output_dir=str(tmp / "trl"), max_steps=config.steps, per_device_train_batch_size=config.batch_size,
+        learning_rate=config.lr, weight_decay=config.weight_decay, warmup_steps=config.warmup_steps,
+        lr_scheduler_type="constant_with_warmup", max_grad_norm=config.max_grad_norm,
+        max_length=config.max_length, seed=config.seed, data_seed=config.seed, logging_steps=1, report_to="none",
+        save_strategy="no", use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported(),
+        activation_checkpointing=False, disable_tqdm=not progress)
+    peft_config = None
+    if config.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=config.lora_r, lora_alpha=2 * config.lora_r, target_modules="all-linear",
+                                 task_type="CAUSAL_LM")
     try:
+        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                             processing_class=tokenizer, peft_config=peft_config)
+        if not progress:
+            trainer.remove_callback(PrinterCallback)  # it prints every step's log dict to stdout
+        if config.steps:  # max_steps=0 would make the trainer fall back to whole epochs
+            trainer.train()
+        curve = [round(h["loss"], 5) for h in trainer.state.log_history if "loss" in h]
+        model = trainer.model.merge_and_unload() if config.lora else trainer.model
+        model.eval()
+        seconds_train = time.perf_counter() - t0
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        shutil.rmtree(tmp / "trl", ignore_errors=True)
         for extra in ("NOTICE", "LICENSE"):
             if (Path(resolved) / extra).is_file():
                 shutil.copy(Path(resolved) / extra, tmp / extra)
@@ -165,14 +158,15 @@ def train_policy_model(examples: Sequence[tuple[str, str]], out_dir: Path | str,
         first = curve[: max(1, len(curve) // 5)]
         last = curve[-max(1, len(curve) // 5):]
         report = {
-            "format": "seam-pm/1",
-            "kind": "full supervised fine-tuning on gold answers (response tokens only)",
+            "format": "seam-pm/2",
+            "kind": ("LoRA" if config.lora else "full") + " supervised fine-tuning on gold answers (response "
+                    "tokens only; TRL SFTTrainer)",
             "base": config.base,
             "base_resolved": str(resolved),
             "base_weights_sha256": base_sha,
             "n_examples": len(encoded),
             "steps": config.steps,
-            "response_tokens_seen": n_tokens,
+            "response_tokens": response_tokens,
             "loss_curve": curve,
             "loss_first": round(sum(first) / len(first), 5) if curve else None,
             "loss_last": round(sum(last) / len(last), 5) if curve else None,
@@ -180,6 +174,7 @@ def train_policy_model(examples: Sequence[tuple[str, str]], out_dir: Path | str,
             "seconds": round(time.perf_counter() - t0, 2),
             "seconds_train": round(seconds_train, 2),
             "config": dataclasses.asdict(config),
+            "versions": {"trl": _version("trl"), "peft": _version("peft") if config.lora else None},
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         finish_model_dir(tmp, out_dir, CARD_NAME, report)
@@ -189,6 +184,12 @@ def train_policy_model(examples: Sequence[tuple[str, str]], out_dir: Path | str,
     if any(math.isnan(x) for x in curve):
         raise FloatingPointError(f"PM SFT diverged (NaN loss); checkpoint kept at {out_dir} for inspection")
     return report
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
 
 
 def read_card(pm_dir: Path | str) -> dict | None:

@@ -103,7 +103,7 @@ def design(cfg: HumanStudyConfig, splits: dict[str, list[Item]]) -> dict:
                                  if cfg.synthetic_arm else None},
         "policies": {"primary": cfg.policies[0], "secondary": cfg.policies[1:],
                      "secondary_items": f"the first {cfg.secondary_c} C items (split order); the primary on all of C",
-                     "sft": f"{cfg.sft_ref}: {cfg.sft_steps} full fine-tuning steps of the primary on A's "
+                     "sft": f"{cfg.sft_ref}: {cfg.sft_steps} full fine-tuning steps (TRL SFTTrainer) of the primary on A's "
                             "human-chosen answers (`seam train-pm` recipe)" if cfg.sft_ref else None},
         "seam_variants": {"alpha": f"mean exp(l/n^{cfg.alpha}) h (today's)",
                           "paper": f"log mean exp(l/n^{cfg.beta}) h, l summed incl. EOS (the paper's code)",
@@ -122,7 +122,13 @@ def design(cfg: HumanStudyConfig, splits: dict[str, list[Item]]) -> dict:
                                  f"the largest of {cfg.clusters} k-means topic clusters ({cfg.plant_epochs} epochs, "
                                  "lr 1e-3); SEAM must flag that cluster on C (lower CI end > 0.5); its unplanted twin "
                                  "(same set and training, no flip) is the reference, and the in-cluster minus "
-                                 "out-of-cluster hack rate of plant vs twin checks that the plant took"},
+                                 "out-of-cluster hack rate of plant vs twin checks that the plant took",
+                     "references": "added before the second full run (the first run's primary missed the cluster "
+                                   "while the hack rate found it): AUROC for the cluster of the primary's PM term "
+                                   "alone (every probe counted as a hack) with its Spearman rho to the plant's SEAM, "
+                                   "of the ceiling (every in-cluster probe hacked, the twin elsewhere), "
+                                   "and of the within-item rise SEAM(plant) - SEAM(twin), paired by seed; reported, "
+                                   "not tests: the gate stays the positive control above"},
         "acquisition": f"start {cfg.acq_start} A pairs; add {cfg.acq_add} B pairs by top SEAM / top hack rate / "
                        f"smallest |delta r| / random (ranked with the start RM); {cfg.acq_seeds} seeds",
         "selection": f"train on B after dropping top-q SEAM vs random-q vs none, q in {cfg.select_q}; "
@@ -269,14 +275,11 @@ def run_study(cfg: HumanStudyConfig, log: Callable[[str], None] = print) -> dict
         sft_dir = runner.stage("sft_pm", lambda: train_sft_pm(cfg, A, log)) if cfg.sft_ref else None
 
         def pm_scores():
-            from analysis.models.policy import PolicyConfig, PolicyModel
-
             out = {}
             rows = [r for r in F["C_rows"] + F["B_rows"] if r[1] != "rejected"]
             sub = {it.item_id for it in C[:cfg.secondary_c]}
             for ref in cfg.policies:
-                pm = PolicyModel(str(sft_dir) if ref == cfg.sft_ref else ref, models_dir=cfg.models_dir,
-                                 config=PolicyConfig(device=cfg.device, dtype=cfg.dtype, max_length=cfg.pm_max_length))
+                pm = policy_model(cfg, str(sft_dir) if ref == cfg.sft_ref else ref)
                 todo = rows if ref == cfg.policies[0] else [r for r in F["C_rows"] if r[1] != "rejected"
                                                              and item_of[r[0]] in sub]
                 log(f"PM {ref}: scoring {len(todo)} responses")
@@ -330,6 +333,10 @@ def run_study(cfg: HumanStudyConfig, log: Callable[[str], None] = print) -> dict
                 store.init_schema(con)
                 con.register("_p", pa.table(cols))
                 con.execute("INSERT INTO study_probe_scores SELECT * FROM _p")
+                # the PM term alone (a reference of the controls): a pseudo-RM under which every probe wins
+                con.execute("INSERT INTO study_probe_scores SELECT * REPLACE (? AS reward, CASE WHEN variant = "
+                            "'gold' THEN 0.0 ELSE 1.0 END AS score) FROM _p WHERE reward = ?",
+                            [controls.PM_ONLY, cols["reward"][0]])
                 got = con.execute("SELECT * FROM seam_variants(?, alpha := ?, beta := ?) WHERE variant = 'all'",
                                   [run_id, cfg.alpha, cfg.beta]).fetchall()
                 names = [d[0] for d in con.description]
@@ -346,8 +353,7 @@ def run_study(cfg: HumanStudyConfig, log: Callable[[str], None] = print) -> dict
 
         seam = runner.stage("seam_sql", lambda: seam_from_sql(cols))
         margin, gold_score = {}, {}
-        gi = {r[0]: i for i, r in enumerate(F["C_rows"]) if r[1] == "gold"}
-        ri = {r[0]: i for i, r in enumerate(F["C_rows"]) if r[1] == "rejected"}
+        gi, ri = pair_rows(F["C_rows"])
         for ref, s in c_scores.items():
             margin[ref] = {it.item_id: float(s[gi[it.item_id]] - s[ri[it.item_id]]) for it in C}
             gold_score[ref] = {it.item_id: float(s[gi[it.item_id]]) for it in C}
@@ -396,17 +402,28 @@ def run_study(cfg: HumanStudyConfig, log: Callable[[str], None] = print) -> dict
         return runner.finish(summary)
 
 
+def pair_rows(rows) -> tuple[dict[str, int], dict[str, int]]:
+    """Item id -> row of its human-chosen ('gold') and of its human-rejected answer in a feature block."""
+    return ({r[0]: i for i, r in enumerate(rows) if r[1] == "gold"},
+            {r[0]: i for i, r in enumerate(rows) if r[1] == "rejected"})
+
+
+def policy_model(cfg: HumanStudyConfig, ref: str):
+    from analysis.models.policy import PolicyConfig, PolicyModel
+
+    return PolicyModel(ref, models_dir=cfg.models_dir,
+                       config=PolicyConfig(device=cfg.device, dtype=cfg.dtype, max_length=cfg.pm_max_length))
+
+
 def acquisition_selection(cfg, heads, F, A, B, C, pm_lp, run_id, log) -> list[dict]:
     """Retrain RMs per arm and seed; record per C item whether the RM ranks chosen above rejected.
     B items are ranked with the seed's start RM: SEAM (primary variant, SQL macro), hack rate, |delta r|."""
     brow = F["B_rows"]
     b_items = [it.item_id for it in B]
-    bg = {r[0]: i for i, r in enumerate(brow) if r[1] == "gold"}
-    br = {r[0]: i for i, r in enumerate(brow) if r[1] == "rejected"}
-    crow = F["C_rows"]
-    cg = [i for i, r in enumerate(crow) if r[1] == "gold"]
-    cr = [i for i, r in enumerate(crow) if r[1] == "rejected"]
-    c_ids = [crow[i][0] for i in cg]
+    bg, br = pair_rows(brow)
+    cgi, cri = pair_rows(F["C_rows"])
+    c_ids = [i for i in cgi if i in cri]
+    cg, cr = [cgi[i] for i in c_ids], [cri[i] for i in c_ids]
     Bc = F["B"][[bg[i] for i in b_items]]
     Br = F["B"][[br[i] for i in b_items]]
     out = []
@@ -491,19 +508,15 @@ def best_of_n_samples(cfg, heads, F, C, rms, heads_by, log) -> bon_eval.BoNData:
     human-arm grid RM (picker) and the judge score them. The judge is the mean score of `grid_seeds` heads
     trained on B's human chosen/rejected pairs: B is disjoint from A, so it is never one of the pickers.
     Human labels do not exist for generated answers; the judge is the only reference (said in every table)."""
-    from analysis.models.policy import PolicyConfig, PolicyModel
-
     prompts = C[:cfg.bon_prompts]
-    bg = {r[0]: i for i, r in enumerate(F["B_rows"]) if r[1] == "gold"}
-    br = {r[0]: i for i, r in enumerate(F["B_rows"]) if r[1] == "rejected"}
+    bg, br = pair_rows(F["B_rows"])
     ids = [i for i in bg if i in br]
     judges = [heads.fit(F["B"][[bg[i] for i in ids]], F["B"][[br[i] for i in ids]], 20000 + s)
               for s in range(cfg.grid_seeds)]
     pickers = [r for r in rms if r.arm == "human"]
     picker, judge = {}, {}
     for ref in cfg.study_policies:
-        pm = PolicyModel(ref, models_dir=cfg.models_dir,
-                         config=PolicyConfig(device=cfg.device, dtype=cfg.dtype, max_length=cfg.pm_max_length))
+        pm = policy_model(cfg, ref)
         texts = pm.generate([it.prompt for it in prompts], n=cfg.bon_n, max_new_tokens=cfg.bon_new_tokens,
                             seed=cfg.seed, batch_size=max(1, 128 // cfg.bon_n), progress=cfg.progress)
         del pm

@@ -51,6 +51,30 @@ def compute(data: EvidenceData, cfg) -> dict[str, list[dict]]:
     return {"study_retrain": out}
 
 
+def _pm_scale(controls: list[dict]) -> str:
+    """Why a PM-weighted SEAM missed the plant, from the two reference rows (empty when they are absent)."""
+    term = [c for c in controls if c["control"] == "reference: PM term alone"]
+    rise = [c for c in controls if c["control"].startswith("reference: within-item rise")]
+    out = ""
+    if term and not math.isnan(term[0]["value"]):
+        rho = term[0]["note"].rsplit(" ", 1)[-1]
+        out += (f" Its PM term alone, with no RM at all, gives the cluster AUROC {term[0]['value']:.2f} "
+                f"[{term[0]['lo']:.2f}, {term[0]['hi']:.2f}] (Spearman rho with the plant's SEAM {rho}): the PM's "
+                "likelihood of each prompt's probes, not the RM's failure, orders the items.")
+    ceiling = [c for c in controls if c["control"].startswith("reference: ceiling")]
+    if ceiling and not math.isnan(ceiling[0]["value"]):
+        c = ceiling[0]
+        out += (f" Even the strongest possible plant, every probe of every cluster item hacked, would reach AUROC "
+                f"{c['value']:.2f} [{c['lo']:.2f}, {c['hi']:.2f}]"
+                + (": no plant could pass this gate with this variant on these items." if c["lo"] <= 0.5 else "."))
+    if rise and not math.isnan(rise[0]["value"]):
+        r = rise[0]
+        seen = "rose" if r["lo"] > 0.5 else ("fell" if r["hi"] < 0.5 else "did not measurably rise")
+        out += (f" Within items, where that scale cancels, SEAM {seen} on the planted cluster (plant minus twin: "
+                f"AUROC {r['value']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]).")
+    return out
+
+
 def verdict(data: EvidenceData, cfg, endpoint: list[dict], controls: list[dict], retrain: list[dict]) -> str:
     """One paragraph in plain words, generated from the numbers (including 'no evidence')."""
     who = "human labels" if data.mode == "human" else "a proxy judge (synthetic rejected answers; not evidence about humans)"
@@ -72,6 +96,7 @@ def verdict(data: EvidenceData, cfg, endpoint: list[dict], controls: list[dict],
                    f"[{hack[0]['lo']:.2f}, {hack[0]['hi']:.2f}]"
                    + (f"; unplanted twin {twin[0]['value']:.2f}" if twin else "") + "): the PM weighting hides "
                    "this failure, which lives on responses the PM finds unlikely.")
+        why += _pm_scale(controls)
         return (f"Judged against {who}: the positive control FAILED — SEAM ({cfg.primary_variant}) did not flag "
                 f"the topic cluster on which an RM was deliberately trained with flipped labels ({got}).{why} "
                 "The pipeline cannot detect a known failure at this size, so this run supports no claim "

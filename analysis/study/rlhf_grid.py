@@ -409,13 +409,6 @@ def run_rlhf_grid(cfg: RLHFGridConfig, log: Callable[[str], None] = print) -> di
     from analysis.pipeline.runner import StageRunner
     from analysis.storage import store
 
-    from importlib.util import find_spec
-
-    from analysis.errors import UserError
-
-    missing = [m for m in ("trl",) + (("peft",) if cfg.lora else ()) if find_spec(m) is None]
-    if missing:
-        raise UserError(f"seam rlhf-grid needs {', '.join(missing)}: pip install -e '.[rl]'")
     if cfg.threads:
         import torch
 

@@ -185,6 +185,41 @@ def test_manipulation_check_says_whether_the_plant_took():
     assert "FAILED" in text and "PM weighting hides" in text and "did take" in text, text
 
 
+def test_pm_scale_references_explain_a_missed_plant():
+    """The PM's scale across items hides a plant that raises SEAM within every planted item: the PM-term row
+    shows the scale sets the ranking (rho near 1), the within-item rise shows the plant's effect."""
+    rng = np.random.default_rng(5)
+    n = 90
+    base = _shared_term_data(n=n)
+    items = base.items
+    inside = (np.arange(n) % 3 == 0).astype(float)
+    term = rng.normal(-20, 4, n) - 3 * inside                    # the cluster's probes are less likely to the PM
+    rms = base.rms + [RM(f"p{k}", 10, k, "planted") for k in (0, 1)] + [RM(f"t{k}", 10, k, "planted_twin")
+                                                                         for k in (0, 1)]
+    seam = dict(base.seam)
+    seam[(PM, controls.PM_ONLY, "paper")] = dict(zip(items, term))
+    for r in rms[4:]:
+        share = np.where(inside == 1, 0.9, 0.4) if r.arm == "planted" else np.full(n, 0.4)
+        vals = term + np.log(share) + 0.01 * rng.normal(size=n)
+        vals[5] = -np.inf if r.arm == "planted_twin" else vals[5]     # the twin hacks no probe of item j5
+        for v in SEAM_VARIANTS:
+            seam[(PM, r.ref, v)] = dict(zip(items, vals if v == "paper" else share))
+    d = EvidenceData(mode="human", items=items, policies=[PM], rms=rms, margin={**base.margin, **{
+        r.ref: base.margin["r10-0"] for r in rms[4:]}}, gold_score=base.gold_score, seam=seam,
+        cluster=dict(zip(items, inside.astype(int))), planted_cluster=1)
+    rows = {(r["control"], r["seam_variant"]): r for r in controls.compute(d, CFG)["study_controls"]}
+    gate = rows[("positive: flags the planted cluster", "paper")]
+    assert gate["passed"] is False, f"the PM scale should hide the plant from the raw AUROC: {gate}"
+    term_row = rows[("reference: PM term alone", "paper")]
+    assert term_row["value"] < 0.4 and float(term_row["note"].rsplit(" ", 1)[-1]) > 0.9, term_row
+    ceiling = rows[("reference: ceiling, every in-cluster probe hacked", "paper")]
+    assert ceiling["value"] < 0.5 and ceiling["lo"] <= 0.5, f"the PM scale caps any plant here: {ceiling}"
+    rise = rows[("reference: within-item rise, plant minus twin", "paper")]
+    assert rise["value"] > 0.95 and rise["lo"] > 0.5 and rise["passed"] is None, rise
+    text = retrain_eval.verdict(d, CFG, [], list(rows.values()), [])
+    assert "FAILED" in text and "PM term alone" in text and "SEAM rose" in text and "no plant could" in text, text
+
+
 def test_retrain_summary_and_verdict():
     d = _data()
     rows = retrain_eval.compute(d, CFG)["study_retrain"]
