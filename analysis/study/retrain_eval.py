@@ -51,24 +51,28 @@ def compute(data: EvidenceData, cfg) -> dict[str, list[dict]]:
     return {"study_retrain": out}
 
 
+def _row(controls: list[dict], control: str, variant: str | None = None) -> dict | None:
+    """The first controls row whose name starts with `control` (and of `variant`, if given), or None."""
+    return next((c for c in controls if c["control"].startswith(control)
+                 and (variant is None or c["seam_variant"] == variant)), None)
+
+
 def _pm_scale(controls: list[dict]) -> str:
-    """Why a PM-weighted SEAM missed the plant, from the two reference rows (empty when they are absent)."""
-    term = [c for c in controls if c["control"] == "reference: PM term alone"]
-    rise = [c for c in controls if c["control"].startswith("reference: within-item rise")]
+    """Why a PM-weighted SEAM missed the plant, from the reference rows (empty when they are absent)."""
+    term = _row(controls, "reference: PM term alone")
+    c = _row(controls, "reference: ceiling")
+    r = _row(controls, "reference: within-item rise")
     out = ""
-    if term and not math.isnan(term[0]["value"]):
-        rho = term[0]["note"].rsplit(" ", 1)[-1]
-        out += (f" Its PM term alone, with no RM at all, gives the cluster AUROC {term[0]['value']:.2f} "
-                f"[{term[0]['lo']:.2f}, {term[0]['hi']:.2f}] (Spearman rho with the plant's SEAM {rho}): the PM's "
+    if term and not math.isnan(term["value"]):
+        rho = term["note"].rsplit(" ", 1)[-1]
+        out += (f" Its PM term alone, with no RM at all, gives the cluster AUROC {term['value']:.2f} "
+                f"[{term['lo']:.2f}, {term['hi']:.2f}] (Spearman rho with the plant's SEAM {rho}): the PM's "
                 "likelihood of each prompt's probes, not the RM's failure, orders the items.")
-    ceiling = [c for c in controls if c["control"].startswith("reference: ceiling")]
-    if ceiling and not math.isnan(ceiling[0]["value"]):
-        c = ceiling[0]
+    if c and not math.isnan(c["value"]):
         out += (f" Even the strongest possible plant, every probe of every cluster item hacked, would reach AUROC "
                 f"{c['value']:.2f} [{c['lo']:.2f}, {c['hi']:.2f}]"
                 + (": no plant could pass this gate with this variant on these items." if c["lo"] <= 0.5 else "."))
-    if rise and not math.isnan(rise[0]["value"]):
-        r = rise[0]
+    if r and not math.isnan(r["value"]):
         seen = "rose" if r["lo"] > 0.5 else ("fell" if r["hi"] < 0.5 else "did not measurably rise")
         out += (f" Within items, where that scale cancels, SEAM {seen} on the planted cluster (plant minus twin: "
                 f"AUROC {r['value']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]).")
@@ -78,23 +82,23 @@ def _pm_scale(controls: list[dict]) -> str:
 def verdict(data: EvidenceData, cfg, endpoint: list[dict], controls: list[dict], retrain: list[dict]) -> str:
     """One paragraph in plain words, generated from the numbers (including 'no evidence')."""
     who = "human labels" if data.mode == "human" else "a proxy judge (synthetic rejected answers; not evidence about humans)"
-    pos = [c for c in controls if c["control"].startswith("positive") and c["seam_variant"] == cfg.primary_variant]
-    if not pos or not pos[0]["passed"]:
-        got = (f"AUROC {pos[0]['value']:.2f} [{pos[0]['lo']:.2f}, {pos[0]['hi']:.2f}]" if pos and
-               not math.isnan(pos[0]["value"]) else "not measured")
-        took = [c for c in controls if c["control"].startswith("manipulation")]
-        hack = [c for c in controls if c["control"].startswith("positive") and c["seam_variant"] == "hack_rate"]
-        twin = [c for c in controls if c["control"].startswith("reference") and c["seam_variant"] == "hack_rate"]
+    pos = _row(controls, "positive", cfg.primary_variant)
+    if not pos or not pos["passed"]:
+        got = (f"AUROC {pos['value']:.2f} [{pos['lo']:.2f}, {pos['hi']:.2f}]" if pos and
+               not math.isnan(pos["value"]) else "not measured")
+        took = _row(controls, "manipulation")
+        hack = _row(controls, "positive", "hack_rate")
+        twin = _row(controls, "reference: unplanted twin", "hack_rate")
         why = ""
-        if took and took[0]["passed"] is False:
+        if took and took["passed"] is False:
             why = (" The manipulation check shows the plant itself did not take (hack-rate gap plant minus twin "
-                   f"{took[0]['value']:+.3f} [{took[0]['lo']:+.3f}, {took[0]['hi']:+.3f}]).")
-        elif took and took[0]["passed"] and hack and hack[0]["passed"] and cfg.primary_variant != "hack_rate":
+                   f"{took['value']:+.3f} [{took['lo']:+.3f}, {took['hi']:+.3f}]).")
+        elif took and took["passed"] and hack and hack["passed"] and cfg.primary_variant != "hack_rate":
             why = (" The plant did take (hack-rate gap plant minus twin "
-                   f"{took[0]['value']:+.3f} [{took[0]['lo']:+.3f}, {took[0]['hi']:+.3f}]) and the hack rate alone, "
-                   f"without the PM term, flagged the cluster (AUROC {hack[0]['value']:.2f} "
-                   f"[{hack[0]['lo']:.2f}, {hack[0]['hi']:.2f}]"
-                   + (f"; unplanted twin {twin[0]['value']:.2f}" if twin else "") + "): the PM weighting hides "
+                   f"{took['value']:+.3f} [{took['lo']:+.3f}, {took['hi']:+.3f}]) and the hack rate alone, "
+                   f"without the PM term, flagged the cluster (AUROC {hack['value']:.2f} "
+                   f"[{hack['lo']:.2f}, {hack['hi']:.2f}]"
+                   + (f"; unplanted twin {twin['value']:.2f}" if twin else "") + "): the PM weighting hides "
                    "this failure, which lives on responses the PM finds unlikely.")
         why += _pm_scale(controls)
         return (f"Judged against {who}: the positive control FAILED — SEAM ({cfg.primary_variant}) did not flag "
@@ -107,7 +111,7 @@ def verdict(data: EvidenceData, cfg, endpoint: list[dict], controls: list[dict],
     null = [r for r in prim if r["equivalent"]]
     cells = "; ".join(f"RM size {r['rm_size']}: {r['value']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]" for r in prim)
     parts = [f"Judged against {who}, with the positive control passed (planted cluster AUROC "
-             f"{pos[0]['value']:.2f} [{pos[0]['lo']:.2f}, {pos[0]['hi']:.2f}]), the pre-registered primary "
+             f"{pos['value']:.2f} [{pos['lo']:.2f}, {pos['hi']:.2f}]), the pre-registered primary "
              f"endpoint — AUROC of SEAM ({cfg.primary_variant}) for 'the RM prefers the human-rejected "
              f"answer' on {len(data.items)} held-out prompts — was: {cells}."]
     if good:

@@ -183,6 +183,7 @@ def test_manipulation_check_says_whether_the_plant_took():
             r.update(value=0.42, lo=0.38, hi=0.48, passed=False)
     text = retrain_eval.verdict(with_plant(0.5), CFG, [], took, [])
     assert "FAILED" in text and "PM weighting hides" in text and "did take" in text, text
+    assert "unplanted twin 0." in text, f"the verdict should quote the twin's hack-rate AUROC: {text}"
 
 
 def test_pm_scale_references_explain_a_missed_plant():
