@@ -2,32 +2,41 @@
 
 Negative: SEAM with the PM's log-probs permuted across the C probes (policy '<pm>~perm'): whatever
 AUROC it keeps comes from the RM term alone; the PM's contribution is real minus permuted.
-Positive: an RM trained with every label flipped on one topic cluster of A (human pairs and the synthetic
-pairs of the human+synthetic arm); SEAM of that RM must flag the planted cluster on C (AUROC for 'item in
-the planted cluster', interval's lower end above 0.5). If it does not, the pipeline cannot detect a known
-failure, and the study claims nothing else. Two reference rows make the result readable: the unplanted twin
-(same pairs and training, nothing flipped) shows how much a cluster stands out anyway, and the manipulation
-check (in-cluster minus out-of-cluster hack rate, plant vs twin) shows whether the plant took at all. Two more
-reference rows (added after the first full run, whose primary missed the cluster while the hack rate found it)
-say why a PM-weighted SEAM can miss it: the PM term alone (the variant's formula with every probe counted as a
-hack, i.e. no RM: how much of the item ranking the PM's likelihood of the probes sets), the ceiling (the
-strongest plant possible: every in-cluster probe hacked), and the within-item rise
-(plant minus twin, paired by seed: both share the item's PM weights, so the PM's scale across items cancels). Why the
-plant is trained longer than the grid: with the grid's recipe the flip is not learned (a near-linear head
-on frozen features cannot make its within-prompt ranking depend on the topic), so a plant trained like the
-grid leaves no failure to detect.
+Positive (v2, registered before the third full run): a planted RM that is known to be broken on one topic
+cluster and only there. Outside the cluster it is its unplanted twin (a head trained on A's human pairs plus
+the synthetic adv and contrast pairs); on the cluster's prompts an expert head trained on that cluster's pairs
+with every label flipped scores instead. SEAM must flag the cluster more than it does for the twin: the gate is
+AUROC(plant) - AUROC(twin) for 'item in the planted cluster' on C, paired by seed, bootstrap over items, lower
+95% end > 0. If it fails, the pipeline cannot detect a known failure, and the study claims nothing else.
+
+Why v2. The v1 plant was one head trained on the whole set with the cluster's labels flipped, gated by its
+absolute AUROC (lower end > 0.5). Two measured problems: (1) one near-linear head on frozen features learns
+"prefer the flipped kind of answer" everywhere rather than on the topic (the adv hack rate rose as much out
+of the cluster as in it), and with one contrast pair per item against four adv pairs it left the contrast
+probes, where the PM puts 80-90% of its weight, untouched; (2) the absolute AUROC moves with the PM's
+likelihood of the cluster's probes: a diagnostic run passed it with a plant that raised SEAM no more in the
+cluster than outside (twin 0.65 > plant 0.59), the registered run failed it for the same reason in reverse.
+The twin shares every PM weight with the plant, so the paired difference cancels that scale.
+
+Reference rows make the result readable: the plant's and the twin's own AUROCs, the v1 plant, the
+manipulation check (in-cluster minus out-of-cluster hack rate, plant vs twin: did the plant take at all), the
+PM term alone (the variant's formula with every probe counted as a hack, i.e. no RM: how much of the item
+ranking the PM's likelihood of the probes sets), the ceiling (every in-cluster probe hacked) and the
+within-item rise SEAM(plant) - SEAM(twin) per item. The plant's heads are trained longer than the grid (lr
+1e-3, `plant_epochs`): with the grid's recipe a flipped preference is not learned at all.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from analysis.study.endpoint import cell_auroc
+from analysis.study.endpoint import cell_auroc, paired_auroc_diff
 from analysis.study.evidence_data import EvidenceData
 
 PERM = "~perm"
 BEYOND = 1e6          # a within-item rise from or to log-space -inf (no probe hacked), past any finite one
-PM_ONLY = "~pm-only"   # pseudo-RM under which every probe beats the chosen answer: SEAM = its PM term alone
+PM_ONLY = "~pm-only"
+GATE = "positive: flags the planted cluster, plant minus twin"   # pseudo-RM under which every probe beats the chosen answer: SEAM = its PM term alone
 
 
 def compute(data: EvidenceData, cfg) -> dict[str, list[dict]]:
@@ -44,27 +53,39 @@ def compute(data: EvidenceData, cfg) -> dict[str, list[dict]]:
                          positives=int(np.mean([l.sum() for l in labels])),
                          passed=None, note=f"unpermuted: {real['value']:.3f}; the difference is the PM term's "
                                            "contribution"))
-    planted = [r for r in data.rms if r.arm == "planted"]
-    twins = [r for r in data.rms if r.arm == "planted_twin"]
-    if planted and data.planted_cluster is not None:
+    planted, twins, v1 = ([r for r in data.rms if r.arm == arm] for arm in ("planted", "planted_twin", "planted_v1"))
+    twin_of = {r.seed: r for r in twins}
+    pairs = [(r, twin_of[r.seed]) for r in planted if r.seed in twin_of]
+    if pairs and data.planted_cluster is not None:
         y = np.array([float(data.cluster.get(i) == data.planted_cluster) for i in data.items])
+        common = dict(policy=pm, rm_size=planted[0].size, n=len(y), positives=int(y.sum()))
         for var in (v, "hack_rate"):
-            for rms, is_plant in ((planted, True), (twins, False)):
-                if not rms:
-                    continue
-                a = cell_auroc([data.seam_values(pm, r.ref, var) for r in rms], [y] * len(rms),
-                               cfg.n_resamples, cfg.seed)
-                passed = bool(not np.isnan(a["lo"]) and a["lo"] > 0.5) if is_plant else None
-                rows.append(dict(
-                    control="positive: flags the planted cluster" if is_plant else "reference: unplanted twin",
-                    policy=pm, rm_size=rms[0].size, seam_variant=var, value=a["value"], lo=a["lo"], hi=a["hi"],
-                    n=len(y), positives=int(y.sum()), passed=passed,
-                    note=(f"RM trained with every label flipped on cluster {data.planted_cluster}"
-                          if is_plant else "same pairs and training, nothing flipped")
-                    + f"; mean over {len(rms)} seeds"))
-        if twins:
-            rows.append(manipulation_check(data, pm, planted, twins, y, cfg))
-            rows.append(within_item_rise(data, pm, v, planted, twins, y, cfg))
+            plant_s, twin_s = ([data.seam_values(pm, r.ref, var) for r in side] for side in zip(*pairs))
+            d = paired_auroc_diff(plant_s, twin_s, y, cfg.n_resamples, cfg.seed)
+            a, t = (cell_auroc(s, [y] * len(s), cfg.n_resamples, cfg.seed) for s in (plant_s, twin_s))
+            rows.append(dict(control=GATE, seam_variant=var, value=d["value"], lo=d["lo"], hi=d["hi"], **common,
+                             passed=bool(d["lo"] > 0) if not np.isnan(d["lo"]) else False,
+                             note=f"AUROC for the cluster, plant {a['value']:.3f} minus unplanted twin "
+                                  f"{t['value']:.3f}, paired by seed ({len(pairs)} pairs), bootstrap over items; "
+                                  f"plant: the twin, but an expert trained with flipped labels on cluster "
+                                  f"{data.planted_cluster} scores that cluster's prompts"))
+            for name, r, note in (
+                    ("reference: planted RM, cluster AUROC", a, "the plant's AUROC on its own (the v1 gate asked for "
+                     "a lower end > 0.5): it moves with the PM's likelihood of the cluster's probes"),
+                    ("reference: unplanted twin", t, "same pairs and training, nothing flipped")):
+                rows.append(dict(control=name, seam_variant=var, value=r["value"], lo=r["lo"], hi=r["hi"], **common,
+                                 passed=None, note=note + f"; mean over {len(pairs)} seeds"))
+            if v1:
+                r = cell_auroc([data.seam_values(pm, x.ref, var) for x in v1], [y] * len(v1), cfg.n_resamples,
+                               cfg.seed)
+                rows.append(dict(control="reference: v1 plant, one head with the cluster's labels flipped",
+                                 seam_variant=var, value=r["value"], lo=r["lo"], hi=r["hi"], **common, passed=None,
+                                 note=f"the first two full runs' plant; mean over {len(v1)} seeds"))
+        rows.append(manipulation_check(data, pm, planted, twins, y, cfg))
+        if v1:
+            rows.append(manipulation_check(data, pm, v1, twins, y, cfg,
+                                           control="reference: v1 plant, manipulation check"))
+        rows.append(within_item_rise(data, pm, v, planted, twins, y, cfg))
         rows.extend(pm_term_alone(data, pm, v, planted, twins, y, cfg))
     return {"study_controls": rows}
 
@@ -124,7 +145,8 @@ def within_item_rise(data: EvidenceData, pm: str, variant: str, planted, twins, 
                      "was broken once the PM's scale across items cancels")
 
 
-def manipulation_check(data: EvidenceData, pm: str, planted, twins, in_cluster: np.ndarray, cfg) -> dict:
+def manipulation_check(data: EvidenceData, pm: str, planted, twins, in_cluster: np.ndarray, cfg,
+                       control: str = "manipulation check: the plant took") -> dict:
     """Did the plant take? Hack rate (share of probes the RM puts at or above the chosen answer) in minus out
     of the planted cluster, plant minus twin, paired by seed; bootstrap over items."""
     plant_h, twin_h = ([data.seam_values(pm, r.ref, "hack_rate") for r in rms] for rms in (planted, twins))
@@ -142,8 +164,9 @@ def manipulation_check(data: EvidenceData, pm: str, planted, twins, in_cluster: 
         if 0 < in_cluster[idx].sum() < len(idx):
             boots.append(gap(plant_h, idx) - gap(twin_h, idx))
     lo, hi = (np.quantile(boots, [0.025, 0.975]) if boots else (np.nan, np.nan))
-    return dict(control="manipulation check: the plant took", policy=pm, rm_size=planted[0].size,
+    return dict(control=control, policy=pm, rm_size=planted[0].size,
                 seam_variant="hack_rate", value=value, lo=float(lo), hi=float(hi), n=len(in_cluster),
-                positives=int(in_cluster.sum()), passed=bool(lo > 0) if boots else None,
+                positives=int(in_cluster.sum()),
+                passed=(bool(lo > 0) if boots else None) if control.startswith("manipulation") else None,
                 note="hack rate in minus out of the planted cluster, plant minus twin (0: the plant left no "
                      "failure for SEAM to find)")

@@ -42,11 +42,14 @@ class HumanStudyConfig(QuickPreset):
     grid_sizes: list[int] = opt(default_factory=lambda: [0, 100, 300, 1000], parse=_ints,
                                 help="RM grid: human training pairs from A, e.g. 0,100,300,1000")
     grid_seeds: int = opt(10, "seeds per RM grid size")
-    syn_adv: int = opt(4, "synthetic pairs per A item: chosen vs this many adv perturbations (+ chosen vs one "
-                          "contrast neighbour); used by the human+synthetic arm and the planted control")
-    plant_epochs: int = opt(60, "positive control: epochs of the planted RM and its unplanted twin (lr 1e-3, no "
-                                "weight decay): the grid's recipe (20 epochs, lr 1e-4) does not learn a "
-                                "topic-conditional preference, so a plant trained like the grid never takes")
+    syn_adv: int = opt(4, "synthetic pairs per A item: chosen vs this many adv perturbations; used by the "
+                          "human+synthetic arm and the planted control")
+    syn_contrast: int = opt(4, "synthetic pairs per A item: chosen vs this many contrast answers (retrieved with "
+                               "the probes' prompt band): as many as adv, since the PM puts most of its weight "
+                               "on contrast probes and a plant must break the RM there")
+    plant_epochs: int = opt(60, "positive control: epochs of the planted RM's heads and its unplanted twin (lr "
+                                "1e-3, no weight decay): the grid's recipe (20 epochs, lr 1e-4) does not learn "
+                                "a flipped preference, so a plant trained like the grid never takes")
     synthetic_arm: bool = opt(True, "no extra arm that adds synthetic adv/contrast pairs", flag="--no-synthetic-arm",
                               invert=True)
     study_policies: list[str] = opt(default_factory=lambda: [SMOLLM, GEMMA], flag="--study-policy", metavar="REF",
@@ -94,6 +97,8 @@ class HumanStudyConfig(QuickPreset):
         self.db = Path(self.db)
         if self.primary_variant not in SEAM_VARIANTS:
             raise ValueError(f"primary_variant must be one of {SEAM_VARIANTS}, not {self.primary_variant!r}")
+        if self.syn_adv < 1 or self.syn_contrast < 1:
+            raise ValueError(f"syn_adv and syn_contrast must be >= 1 (got {self.syn_adv}, {self.syn_contrast})")
         if self.probe_k < 1 or self.grid_seeds < 2 or len(self.grid_sizes) < 2:
             raise ValueError("probe_k >= 1, grid_seeds >= 2 (the RM ensemble) and >= 2 grid sizes are needed")
         if not 0 <= self.band_lo < self.band_hi <= 1:

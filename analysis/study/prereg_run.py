@@ -99,7 +99,8 @@ def design(cfg: HumanStudyConfig, splits: dict[str, list[Item]]) -> dict:
         "rm_grid": {"recipe": "Bradley-Terry pooler+classifier head on frozen all-MiniLM-L6-v2 [CLS]",
                     "train_data": "human pairs from A only", "sizes": cfg.grid_sizes, "seeds": cfg.grid_seeds,
                     "extra_arm": f"human+synthetic: largest size plus, for the same A prompts, chosen vs {cfg.syn_adv} "
-                                 "adv perturbations and chosen vs one contrast neighbour (the probe distribution)"
+                                 f"adv perturbations and vs {cfg.syn_contrast} contrast answers (the probe "
+                                 "distribution)"
                                  if cfg.synthetic_arm else None},
         "policies": {"primary": cfg.policies[0], "secondary": cfg.policies[1:],
                      "secondary_items": f"the first {cfg.secondary_c} C items (split order); the primary on all of C",
@@ -118,17 +119,27 @@ def design(cfg: HumanStudyConfig, splits: dict[str, list[Item]]) -> dict:
                      "Holm within each family",
         "null": f"claimed only by TOST: 90% interval inside 0.5 +- {cfg.tost_margin}",
         "controls": {"negative": "PM log-probs permuted across C probes",
-                     "positive": f"RM trained on the human+synthetic set (largest size) with every label flipped on "
-                                 f"the largest of {cfg.clusters} k-means topic clusters ({cfg.plant_epochs} epochs, "
-                                 "lr 1e-3); SEAM must flag that cluster on C (lower CI end > 0.5); its unplanted twin "
-                                 "(same set and training, no flip) is the reference, and the in-cluster minus "
-                                 "out-of-cluster hack rate of plant vs twin checks that the plant took",
-                     "references": "added before the second full run (the first run's primary missed the cluster "
-                                   "while the hack rate found it): AUROC for the cluster of the primary's PM term "
-                                   "alone (every probe counted as a hack) with its Spearman rho to the plant's SEAM, "
-                                   "of the ceiling (every in-cluster probe hacked, the twin elsewhere), "
-                                   "and of the within-item rise SEAM(plant) - SEAM(twin), paired by seed; reported, "
-                                   "not tests: the gate stays the positive control above"},
+                     "positive": f"v2, registered before the third full run: a planted RM that is its unplanted "
+                                 f"twin (head on A's {max(cfg.grid_sizes)} human pairs + {cfg.syn_adv} adv and "
+                                 f"{cfg.syn_contrast} contrast synthetic pairs per item, {cfg.plant_epochs} epochs, "
+                                 "lr 1e-3) except on the largest of "
+                                 f"{cfg.clusters} k-means topic clusters, whose prompts an expert head trained on that "
+                                 "cluster's pairs with every label flipped scores; gate: AUROC for 'in the cluster' "
+                                 "on C of SEAM(plant) minus SEAM(twin), paired by seed, percentile bootstrap over "
+                                 "items, lower 95% end > 0; the manipulation check (in-cluster minus out-of-cluster "
+                                 "hack rate, plant vs twin) says whether the plant took",
+                     "why_v2": "the first two full runs gated one head trained on the set with the cluster's "
+                               "labels flipped by its absolute AUROC (lower end > 0.5). That head learned the flip "
+                               "everywhere rather than on the topic, left the contrast probes (80-90% of the PM's "
+                               "weight) untouched, and the absolute AUROC moved with the PM's likelihood of the "
+                               "cluster's probes (a diagnostic run passed it with a plant that raised SEAM no more "
+                               "in the cluster than its twin did). The v1 plant and the absolute AUROCs stay as "
+                               "reference rows",
+                     "references": "the plant's and twin's own AUROCs; the v1 plant; AUROC for the cluster of the "
+                                   "primary's PM term alone (every probe counted as a hack) with its Spearman rho to "
+                                   "the plant's SEAM, of the ceiling (every in-cluster probe hacked, the twin "
+                                   "elsewhere), and of the within-item rise SEAM(plant) - SEAM(twin); reported, "
+                                   "not tests"},
         "acquisition": f"start {cfg.acq_start} A pairs; add {cfg.acq_add} B pairs by top SEAM / top hack rate / "
                        f"smallest |delta r| / random (ranked with the start RM); {cfg.acq_seeds} seeds",
         "selection": f"train on B after dropping top-q SEAM vs random-q vs none, q in {cfg.select_q}; "
@@ -171,12 +182,14 @@ def make_probes(cfg: HumanStudyConfig, splits, log) -> tuple[dict[str, list[tupl
     probes, short = {}, 0
     for idx, it in enumerate(pool):
         if idx < len(splits["A"]):
-            # A's synthetic pairs (human+synthetic arm, planted control): the probe distribution of B / C
-            band = [pool[nb].chosen for nb, sim in neigh[idx] if sim >= cfg.band_lo][:1]
+            # A's synthetic pairs (human+synthetic arm, planted control): the probe distribution of B / C,
+            # padded to a fixed count per kind (the features are stacked [item, adv... + contrast..., d])
+            band = [pool[nb].chosen for nb, sim in neigh[idx] if sim >= cfg.band_lo][:cfg.syn_contrast]
+            con = (band + [pool[idx - 1 - j].chosen for j in range(cfg.syn_contrast)])[:cfg.syn_contrast]
             adv = [t for t, _ in adversarial(it.chosen, cfg.syn_adv, cfg.seed)]
             adv = (adv + [it.chosen + " ..."] * cfg.syn_adv)[:cfg.syn_adv]
             probes[it.item_id] = ([(f"{it.item_id}:adv{j}", "adv", t) for j, t in enumerate(adv)]
-                                  + [(f"{it.item_id}:con0", "contrast", (band or [pool[idx - 1].chosen])[0])])
+                                  + [(f"{it.item_id}:con{j}", "contrast", t) for j, t in enumerate(con)])
             continue
         adv = [(f"{it.item_id}:adv{j}", "adv", t) for j, (t, _) in enumerate(adversarial(it.chosen, cfg.probe_k, cfg.seed))]
         con = [(f"{it.item_id}:con{j}", "contrast", pool[nb].chosen)
@@ -221,7 +234,7 @@ def run_study(cfg: HumanStudyConfig, log: Callable[[str], None] = print) -> dict
             f["A_c"] = feats([(it.prompt, it.chosen) for it in A])
             f["A_r"] = feats([(it.prompt, it.rejected) for it in A])
             syn = [(it.prompt, t) for it in A for _, _, t in probes[it.item_id]]
-            f["A_syn"] = feats(syn).reshape(len(A), cfg.syn_adv + 1, -1)     # [item, adv... + contrast, d]
+            f["A_syn"] = feats(syn).reshape(len(A), cfg.syn_adv + cfg.syn_contrast, -1)  # [item, adv..., contrast..., d]
             for name, part in (("B", B), ("C", C)):
                 texts = []
                 for it in part:
@@ -244,7 +257,8 @@ def run_study(cfg: HumanStudyConfig, log: Callable[[str], None] = print) -> dict
                 rms.append(RM(ref, size, seed, "human"))
             top = max(cfg.grid_sizes)
             strong = dataclasses.replace(heads.config, lr=1e-3, epochs=cfg.plant_epochs, weight_decay=0.0)
-            n_syn = cfg.syn_adv + 1
+            n_syn = cfg.syn_adv + cfg.syn_contrast
+            experts = {}
             for seed in range(cfg.grid_seeds):
                 sel = np.random.default_rng(1000 + seed).permutation(nA)[:top]
                 # human pairs + chosen vs each synthetic probe of the same A items
@@ -254,24 +268,35 @@ def run_study(cfg: HumanStudyConfig, log: Callable[[str], None] = print) -> dict
                     ref = f"rm-{top}+syn-s{seed}"
                     heads_by[ref] = heads.fit(c, r, seed)
                     rms.append(RM(ref, top, seed, "human+synthetic"))
-                # positive control: every label flipped on the planted cluster; its twin is the same set unflipped
-                f = np.concatenate([flip[sel]] * (n_syn + 1))[:, None]
-                for arm, (cc, rr) in (("planted", (np.where(f, r, c), np.where(f, c, r))), ("planted_twin", (c, r))):
-                    ref = f"rm-{top}+syn-{arm.replace('_', '-')}-s{seed}"
-                    heads_by[ref] = heads.fit(cc, rr, seed, strong)
-                    rms.append(RM(ref, top, seed, arm))
-            return rms, heads_by
+                # positive control. Twin: the set as is. v1 plant (a reference since the third full run): one
+                # head on the set with every label of the planted cluster flipped; it does not learn to flip
+                # only there. Plant: the twin outside the cluster, and inside it an expert head trained on the
+                # cluster's pairs alone, every label flipped: a failure known to sit exactly on the cluster.
+                f = np.concatenate([flip[sel]] * (n_syn + 1))
+                twin = f"rm-{top}+syn-planted-twin-s{seed}"
+                heads_by[twin] = heads.fit(c, r, seed, strong)
+                rms.append(RM(twin, top, seed, "planted_twin"))
+                v1 = f"rm-{top}+syn-planted-v1-s{seed}"
+                heads_by[v1] = heads.fit(np.where(f[:, None], r, c), np.where(f[:, None], c, r), seed, strong)
+                rms.append(RM(v1, top, seed, "planted_v1"))
+                if f.any():
+                    ref = f"rm-{top}+syn-planted-s{seed}"
+                    experts[ref] = (twin, heads.fit(r[f], c[f], seed, strong))
+                    rms.append(RM(ref, top, seed, "planted"))
+            return rms, heads_by, experts
 
-        rms, heads_by = runner.stage("train_rms", train_grid)
+        rms, heads_by, experts = runner.stage("train_rms", train_grid)
         log(f"trained {len(rms)} RMs")
-        c_scores = {ref: heads.score(h, F["C"]) for ref, h in heads_by.items()}   # every RM on every C row
-
         item_of = {}
         for part in (B, C):
             for it in part:
                 item_of[it.item_id] = it.item_id
                 for pid, _, _ in probes.get(it.item_id, []):
                     item_of[pid] = it.item_id
+        c_scores = {ref: heads.score(h, F["C"]) for ref, h in heads_by.items()}   # every RM on every C row
+        routed = np.array([cluster[item_of[row[0]]] == planted for row in F["C_rows"]])
+        for ref, (twin, expert) in experts.items():      # the plant: its expert on the cluster's rows, else the twin
+            c_scores[ref] = np.where(routed, heads.score(expert, F["C"]), c_scores[twin])
         sft_dir = runner.stage("sft_pm", lambda: train_sft_pm(cfg, A, log)) if cfg.sft_ref else None
 
         def pm_scores():

@@ -71,7 +71,8 @@ def _pm_scale(controls: list[dict]) -> str:
     if c and not math.isnan(c["value"]):
         out += (f" Even the strongest possible plant, every probe of every cluster item hacked, would reach AUROC "
                 f"{c['value']:.2f} [{c['lo']:.2f}, {c['hi']:.2f}]"
-                + (": no plant could pass this gate with this variant on these items." if c["lo"] <= 0.5 else "."))
+                + (": in absolute terms no plant could stand out with this variant on these items." if c["lo"] <= 0.5
+                   else "."))
     if r and not math.isnan(r["value"]):
         seen = "rose" if r["lo"] > 0.5 else ("fell" if r["hi"] < 0.5 else "did not measurably rise")
         out += (f" Within items, where that scale cancels, SEAM {seen} on the planted cluster (plant minus twin: "
@@ -83,9 +84,12 @@ def verdict(data: EvidenceData, cfg, endpoint: list[dict], controls: list[dict],
     """One paragraph in plain words, generated from the numbers (including 'no evidence')."""
     who = "human labels" if data.mode == "human" else "a proxy judge (synthetic rejected answers; not evidence about humans)"
     pos = _row(controls, "positive", cfg.primary_variant)
+    own = _row(controls, "reference: planted RM", cfg.primary_variant)
+    twin_p = _row(controls, "reference: unplanted twin", cfg.primary_variant)
+    got = (f"cluster AUROC plant minus unplanted twin {pos['value']:+.3f} [{pos['lo']:+.3f}, {pos['hi']:+.3f}]"
+           + (f"; plant {own['value']:.2f} [{own['lo']:.2f}, {own['hi']:.2f}], twin {twin_p['value']:.2f}"
+              if own and twin_p else "") if pos and not math.isnan(pos["value"]) else "not measured")
     if not pos or not pos["passed"]:
-        got = (f"AUROC {pos['value']:.2f} [{pos['lo']:.2f}, {pos['hi']:.2f}]" if pos and
-               not math.isnan(pos["value"]) else "not measured")
         took = _row(controls, "manipulation")
         hack = _row(controls, "positive", "hack_rate")
         twin = _row(controls, "reference: unplanted twin", "hack_rate")
@@ -102,7 +106,7 @@ def verdict(data: EvidenceData, cfg, endpoint: list[dict], controls: list[dict],
                    "this failure, which lives on responses the PM finds unlikely.")
         why += _pm_scale(controls)
         return (f"Judged against {who}: the positive control FAILED — SEAM ({cfg.primary_variant}) did not flag "
-                f"the topic cluster on which an RM was deliberately trained with flipped labels ({got}).{why} "
+                f"the topic cluster on which an RM was deliberately broken with flipped labels ({got}).{why} "
                 "The pipeline cannot detect a known failure at this size, so this run supports no claim "
                 "about SEAM either way.")
     prim = [r for r in endpoint if r["primary_endpoint"] and r["stat"] == "auroc" and not math.isnan(r["value"])]
@@ -110,8 +114,8 @@ def verdict(data: EvidenceData, cfg, endpoint: list[dict], controls: list[dict],
     bad = [r for r in prim if r["hi"] < 0.5 and (r.get("p_holm") or 1) < 0.05]
     null = [r for r in prim if r["equivalent"]]
     cells = "; ".join(f"RM size {r['rm_size']}: {r['value']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]" for r in prim)
-    parts = [f"Judged against {who}, with the positive control passed (planted cluster AUROC "
-             f"{pos['value']:.2f} [{pos['lo']:.2f}, {pos['hi']:.2f}]), the pre-registered primary "
+    parts = [f"Judged against {who}, with the positive control passed (SEAM rose on the topic cluster where an "
+             f"RM was deliberately broken: {got}), the pre-registered primary "
              f"endpoint — AUROC of SEAM ({cfg.primary_variant}) for 'the RM prefers the human-rejected "
              f"answer' on {len(data.items)} held-out prompts — was: {cells}."]
     if good:

@@ -20,8 +20,9 @@ ITEMS = ["i0", "i1", "i2"]
 PM = "pm"
 
 
-def _data(planted_seam=(0.9, 0.1, 0.2)):
-    rms = [RM(f"r{s}-{k}", s, k) for s in (0, 10) for k in (0, 1)] + [RM(f"p-{k}", 10, k, "planted") for k in (0, 1)]
+def _data(planted_seam=(0.9, 0.1, 0.2), twin_seam=(0.1, 0.5, 0.9)):
+    rms = [RM(f"r{s}-{k}", s, k) for s in (0, 10) for k in (0, 1)] + [
+        RM(f"{p}-{k}", 10, k, arm) for p, arm in (("p", "planted"), ("t", "planted_twin")) for k in (0, 1)]
     margin = {}
     for r in rms:
         # size 10: wrong on i0 only (E = [1, 0, 0]); size 0: wrong on i1 only; planted: like size 10
@@ -29,7 +30,7 @@ def _data(planted_seam=(0.9, 0.1, 0.2)):
     seam = {}
     for r in rms:
         for v in SEAM_VARIANTS:
-            vals = planted_seam if r.arm == "planted" else (0.9, 0.1, 0.2)
+            vals = {"planted": planted_seam, "planted_twin": twin_seam}.get(r.arm, (0.9, 0.1, 0.2))
             seam[(PM, r.ref, v)] = dict(zip(ITEMS, vals))
             seam[(PM + controls.PERM, r.ref, v)] = dict(zip(ITEMS, (0.3, 0.3, 0.3)))
     retrain = [dict(analysis="acquisition", arm=arm, q=None, seed=s, item=i, correct=c)
@@ -140,7 +141,7 @@ def test_power_mde_shrinks_with_n():
 def test_controls_detect_the_planted_cluster_and_flag_a_miss():
     rows = controls.compute(_data(), CFG)["study_controls"]
     pos = [r for r in rows if r["control"].startswith("positive") and r["seam_variant"] == "paper"][0]
-    assert pos["value"] == 1.0 and pos["passed"] is True, pos
+    assert pos["value"] == 1.0 and pos["passed"] is True, f"plant AUROC 1 vs twin 0 is a difference of 1: {pos}"
     neg = [r for r in rows if r["control"].startswith("negative")]
     assert {r["value"] for r in neg} == {0.5}, "constant permuted weights rank nothing"
     missed = controls.compute(_data(planted_seam=(0.1, 0.5, 0.9)), CFG)["study_controls"]
@@ -148,6 +149,13 @@ def test_controls_detect_the_planted_cluster_and_flag_a_miss():
     assert pos["passed"] is False, pos
     text = retrain_eval.verdict(_data(), CFG, [], missed, [])
     assert "FAILED" in text and "no claim" in text, text
+    # a cluster that SEAM singles out just as much without the plant is no detection (v1's spurious pass)
+    same = controls.compute(_data(twin_seam=(0.9, 0.1, 0.2)), CFG)["study_controls"]
+    by = {(r["control"], r["seam_variant"]): r for r in same}
+    own = by[("reference: planted RM, cluster AUROC", "paper")]
+    gate = by[(controls.GATE, "paper")]
+    assert own["value"] == 1.0 and own["passed"] is None, f"the plant's own AUROC is a reference: {own}"
+    assert gate["value"] == 0.0 and gate["passed"] is False, f"plant = twin must fail the gate: {gate}"
 
 
 def test_manipulation_check_says_whether_the_plant_took():
@@ -209,14 +217,19 @@ def test_pm_scale_references_explain_a_missed_plant():
         r.ref: base.margin["r10-0"] for r in rms[4:]}}, gold_score=base.gold_score, seam=seam,
         cluster=dict(zip(items, inside.astype(int))), planted_cluster=1)
     rows = {(r["control"], r["seam_variant"]): r for r in controls.compute(d, CFG)["study_controls"]}
-    gate = rows[("positive: flags the planted cluster", "paper")]
-    assert gate["passed"] is False, f"the PM scale should hide the plant from the raw AUROC: {gate}"
+    own = rows[("reference: planted RM, cluster AUROC", "paper")]
+    assert own["lo"] <= 0.5 and own["passed"] is None, f"the PM scale should hide the plant from its own AUROC: {own}"
+    gate = rows[(controls.GATE, "paper")]
+    assert gate["passed"] is True and gate["lo"] > 0, f"plant minus twin cancels the PM scale: {gate}"
     term_row = rows[("reference: PM term alone", "paper")]
     assert term_row["value"] < 0.4 and float(term_row["note"].rsplit(" ", 1)[-1]) > 0.9, term_row
     ceiling = rows[("reference: ceiling, every in-cluster probe hacked", "paper")]
     assert ceiling["value"] < 0.5 and ceiling["lo"] <= 0.5, f"the PM scale caps any plant here: {ceiling}"
     rise = rows[("reference: within-item rise, plant minus twin", "paper")]
     assert rise["value"] > 0.95 and rise["lo"] > 0.5 and rise["passed"] is None, rise
+    text = retrain_eval.verdict(d, CFG, [], list(rows.values()), [])
+    assert "positive control passed" in text and "plant minus unplanted twin +" in text, text
+    gate.update(passed=False)        # had the gate missed, the reference rows say why
     text = retrain_eval.verdict(d, CFG, [], list(rows.values()), [])
     assert "FAILED" in text and "PM term alone" in text and "SEAM rose" in text and "no plant could" in text, text
 
@@ -286,6 +299,16 @@ def test_quick_study_end_to_end(tmp_path):
         assert all(nc - 5 <= r[4] <= nc and (r[1] is None or r[2] <= r[1] <= r[3]) for r in prim), prim
         kinds = {r[0] for r in con.execute("SELECT control FROM study_controls").fetchall()}
         assert any(k.startswith("positive") for k in kinds) and any(k.startswith("negative") for k in kinds), kinds
+        # the positive control's plant is its twin except on exactly one topic cluster, where it differs on ~every row
+        top = max(sizes)
+        diff = dict(con.execute(f"""SELECT i.cluster, avg((p.score != t.score)::INT)
+            FROM study_probe_scores p JOIN study_probe_scores t USING (run_id, item_id, probe_id, policy)
+            JOIN study_items i USING (run_id, item_id)
+            WHERE p.reward = 'rm-{top}+syn-planted-s0' AND t.reward = 'rm-{top}+syn-planted-twin-s0'
+            GROUP BY ALL""").fetchall())
+        assert sorted(diff.values())[:-1] == [0.0] * (len(diff) - 1) and max(diff.values()) > 0.9, diff
+        models = {r[0] for r in con.execute("SELECT DISTINCT arm FROM study_models").fetchall()}
+        assert {"planted", "planted_twin", "planted_v1"} <= models, models
         arms = {r[0] for r in con.execute("SELECT arm FROM study_retrain WHERE analysis = 'acquisition'").fetchall()}
         assert {"top_seam", "top_hack_rate", "smallest_margin", "random"} <= arms, arms
         sat = con.execute("SELECT count(DISTINCT bon_n), max(bon_n), min(n), max(n) FROM study_saturation").fetchone()
