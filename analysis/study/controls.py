@@ -35,8 +35,8 @@ from analysis.study.evidence_data import EvidenceData
 
 PERM = "~perm"
 BEYOND = 1e6          # a within-item rise from or to log-space -inf (no probe hacked), past any finite one
-PM_ONLY = "~pm-only"
-GATE = "positive: flags the planted cluster, plant minus twin"   # pseudo-RM under which every probe beats the chosen answer: SEAM = its PM term alone
+PM_ONLY = "~pm-only"   # pseudo-RM under which every probe beats the chosen answer: SEAM = its PM term alone
+GATE = "positive: flags the planted cluster, plant minus twin"
 
 
 def compute(data: EvidenceData, cfg) -> dict[str, list[dict]]:
