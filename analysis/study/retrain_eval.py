@@ -92,6 +92,7 @@ def verdict(data: EvidenceData, cfg, endpoint: list[dict], controls: list[dict],
     if not pos or not pos["passed"]:
         took = _row(controls, "manipulation")
         hack = _row(controls, "positive", "hack_rate")
+        hack_own = _row(controls, "reference: planted RM", "hack_rate") or hack
         twin = _row(controls, "reference: unplanted twin", "hack_rate")
         why = ""
         if took and took["passed"] is False:
@@ -100,8 +101,8 @@ def verdict(data: EvidenceData, cfg, endpoint: list[dict], controls: list[dict],
         elif took and took["passed"] and hack and hack["passed"] and cfg.primary_variant != "hack_rate":
             why = (" The plant did take (hack-rate gap plant minus twin "
                    f"{took['value']:+.3f} [{took['lo']:+.3f}, {took['hi']:+.3f}]) and the hack rate alone, "
-                   f"without the PM term, flagged the cluster (AUROC {hack['value']:.2f} "
-                   f"[{hack['lo']:.2f}, {hack['hi']:.2f}]"
+                   f"without the PM term, flagged the cluster (AUROC {hack_own['value']:.2f} "
+                   f"[{hack_own['lo']:.2f}, {hack_own['hi']:.2f}]"
                    + (f"; unplanted twin {twin['value']:.2f}" if twin else "") + "): the PM weighting hides "
                    "this failure, which lives on responses the PM finds unlikely.")
         why += _pm_scale(controls)

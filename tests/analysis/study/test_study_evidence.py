@@ -192,6 +192,8 @@ def test_manipulation_check_says_whether_the_plant_took():
     text = retrain_eval.verdict(with_plant(0.5), CFG, [], took, [])
     assert "FAILED" in text and "PM weighting hides" in text and "did take" in text, text
     assert "unplanted twin 0." in text, f"the verdict should quote the twin's hack-rate AUROC: {text}"
+    own = [r for r in took if r["control"].startswith("reference: planted RM") and r["seam_variant"] == "hack_rate"]
+    assert f"flagged the cluster (AUROC {own[0]['value']:.2f}" in text, f"quote the plant's own AUROC: {own} {text}"
 
 
 def test_pm_scale_references_explain_a_missed_plant():
