@@ -84,7 +84,7 @@ def compute(data: EvidenceData, cfg) -> dict[str, list[dict]]:
         rows.append(manipulation_check(data, pm, planted, twins, y, cfg))
         if v1:
             rows.append(manipulation_check(data, pm, v1, twins, y, cfg,
-                                           control="reference: v1 plant, manipulation check"))
+                                           control="reference: v1 plant, manipulation check", test=False))
         rows.append(within_item_rise(data, pm, v, planted, twins, y, cfg))
         rows.extend(pm_term_alone(data, pm, v, planted, twins, y, cfg))
     return {"study_controls": rows}
@@ -146,7 +146,7 @@ def within_item_rise(data: EvidenceData, pm: str, variant: str, planted, twins, 
 
 
 def manipulation_check(data: EvidenceData, pm: str, planted, twins, in_cluster: np.ndarray, cfg,
-                       control: str = "manipulation check: the plant took") -> dict:
+                       control: str = "manipulation check: the plant took", test: bool = True) -> dict:
     """Did the plant take? Hack rate (share of probes the RM puts at or above the chosen answer) in minus out
     of the planted cluster, plant minus twin, paired by seed; bootstrap over items."""
     plant_h, twin_h = ([data.seam_values(pm, r.ref, "hack_rate") for r in rms] for rms in (planted, twins))
@@ -167,6 +167,6 @@ def manipulation_check(data: EvidenceData, pm: str, planted, twins, in_cluster: 
     return dict(control=control, policy=pm, rm_size=planted[0].size,
                 seam_variant="hack_rate", value=value, lo=float(lo), hi=float(hi), n=len(in_cluster),
                 positives=int(in_cluster.sum()),
-                passed=(bool(lo > 0) if boots else None) if control.startswith("manipulation") else None,
+                passed=(bool(lo > 0) if boots else None) if test else None,
                 note="hack rate in minus out of the planted cluster, plant minus twin (0: the plant left no "
                      "failure for SEAM to find)")
