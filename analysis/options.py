@@ -88,7 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude: typing
             if not meta.get("flag"):
                 flag = flag if not f.default else "--no-" + f.name.replace("_", "-")
             kw.pop("choices", None)
-            parser.add_argument(flag, action="store_true" if store_true else "store_false", **kw)
+            # default None: a flag not given leaves the dataclass default, or a preset such as --quick, in place
+            parser.add_argument(flag, action="store_true" if store_true else "store_false", default=None, **kw)
             continue
         if meta.get("parse"):
             kw["type"] = meta["parse"]

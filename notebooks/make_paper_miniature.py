@@ -184,7 +184,7 @@ EVIDENCE = [
        "primary endpoint — AUROC of SEAM for *the RM prefers the human-rejected answer* on held-out prompts, per "
        "(PM, RM size) cell with a bootstrap interval — the controls, acquisition and selection, and a verdict generated "
        "from the numbers. The positive control gates everything: an RM broken on purpose on one topic cluster (its "
-       "unplanted twin elsewhere, an expert trained with flipped labels there) must make SEAM flag that cluster "
+       "unplanted twin elsewhere, an expert trained there to prefer the worse answers its PM would give) must make SEAM flag that cluster "
        "more than the twin does (AUROC difference, paired by seed, lower 95% end > 0); if it does not, the verdict "
        "claims nothing. A run without human labels is marked **proxy judge** and is not evidence about humans. "
        "The legacy sections below use a proxy gold judge throughout."),

@@ -2,23 +2,26 @@
 
 Negative: SEAM with the PM's log-probs permuted across the C probes (policy '<pm>~perm'): whatever
 AUROC it keeps comes from the RM term alone; the PM's contribution is real minus permuted.
-Positive (v2, registered before the third full run): a planted RM that is known to be broken on one topic
-cluster and only there. Outside the cluster it is its unplanted twin (a head trained on A's human pairs plus
-the synthetic adv and contrast pairs); on the cluster's prompts an expert head trained on that cluster's pairs
-with every label flipped scores instead. SEAM must flag the cluster more than it does for the twin: the gate is
-AUROC(plant) - AUROC(twin) for 'item in the planted cluster' on C, paired by seed, bootstrap over items, lower
-95% end > 0. If it fails, the pipeline cannot detect a known failure, and the study claims nothing else.
+Positive (v3, registered before the fourth full run): a planted RM that is known to be broken on one topic
+cluster and only there, in the way SEAM claims to detect. Outside the cluster it is its unplanted twin (a head
+trained on A's human pairs plus the synthetic adv and contrast pairs); on the cluster's prompts an expert head
+scores instead, trained on that cluster's A items to prefer over the chosen answer the rejected one and the
+synthetic probes, drawn in proportion to the primary PM's weight on them (softmax of the paper's l/n^beta over
+the item's probes): an RM that prefers the worse answers its PM would give. SEAM must flag the cluster more
+than it does for the twin: the gate is AUROC(plant) - AUROC(twin) for 'item in the planted cluster' on C,
+paired by seed, bootstrap over items, lower 95% end > 0. If it fails, the pipeline cannot detect a known
+failure, and the study claims nothing else.
 
-Why v2. The v1 plant was one head trained on the whole set with the cluster's labels flipped, gated by its
-absolute AUROC (lower end > 0.5). Two measured problems: (1) one near-linear head on frozen features learns
-"prefer the flipped kind of answer" everywhere rather than on the topic (the adv hack rate rose as much out
-of the cluster as in it), and with one contrast pair per item against four adv pairs it left the contrast
-probes, where the PM puts 80-90% of its weight, untouched; (2) the absolute AUROC moves with the PM's
-likelihood of the cluster's probes: a diagnostic run passed it with a plant that raised SEAM no more in the
-cluster than outside (twin 0.65 > plant 0.59), the registered run failed it for the same reason in reverse.
-The twin shares every PM weight with the plant, so the paired difference cancels that scale.
+Why v3. The v2 expert (every flipped pair of the cluster alike; now a reference row) took strongly (hack rate
+0.47 -> 0.93 on the cluster) yet failed the gate in the third full run (+0.049 [-0.001, +0.103]): it broke the
+contrast probes the PM finds unlikely, while the `paper` SEAM of an item rests on its few PM-likely probes,
+which stayed below the chosen answer. A failure on answers the PM would not give is not what SEAM measures;
+v3 plants the one it does. Why v2: the v1 plant (one head on the whole set with the cluster's labels flipped,
+gated by its absolute AUROC) learned the flip everywhere rather than on the topic, and the absolute AUROC
+moves with the PM's likelihood of the cluster's probes; the twin shares every PM weight with the plant, so
+the paired difference cancels that scale.
 
-Reference rows make the result readable: the plant's and the twin's own AUROCs, the v1 plant, the
+Reference rows make the result readable: the plant's and the twin's own AUROCs, the v2 and v1 plants, the
 manipulation check (in-cluster minus out-of-cluster hack rate, plant vs twin: did the plant take at all), the
 PM term alone (the variant's formula with every probe counted as a hack, i.e. no RM: how much of the item
 ranking the PM's likelihood of the probes sets), the ceiling (every in-cluster probe hacked) and the
@@ -37,6 +40,7 @@ PERM = "~perm"
 BEYOND = 1e6          # a within-item rise from or to log-space -inf (no probe hacked), past any finite one
 PM_ONLY = "~pm-only"   # pseudo-RM under which every probe beats the chosen answer: SEAM = its PM term alone
 GATE = "positive: flags the planted cluster, plant minus twin"
+V2_PLANT = "reference: v2 plant (flipped pairs alike), plant minus twin"
 
 
 def compute(data: EvidenceData, cfg) -> dict[str, list[dict]]:
@@ -53,28 +57,35 @@ def compute(data: EvidenceData, cfg) -> dict[str, list[dict]]:
                          positives=int(np.mean([l.sum() for l in labels])),
                          passed=None, note=f"unpermuted: {real['value']:.3f}; the difference is the PM term's "
                                            "contribution"))
-    planted, twins, v1 = ([r for r in data.rms if r.arm == arm] for arm in ("planted", "planted_twin", "planted_v1"))
+    planted, twins, v2, v1 = ([r for r in data.rms if r.arm == arm]
+                              for arm in ("planted", "planted_twin", "planted_v2", "planted_v1"))
     twin_of = {r.seed: r for r in twins}
     pairs = [(r, twin_of[r.seed]) for r in planted if r.seed in twin_of]
     if pairs and data.planted_cluster is not None:
         y = np.array([float(data.cluster.get(i) == data.planted_cluster) for i in data.items])
         common = dict(policy=pm, rm_size=planted[0].size, n=len(y), positives=int(y.sum()))
         for var in (v, "hack_rate"):
-            plant_s, twin_s = ([data.seam_values(pm, r.ref, var) for r in side] for side in zip(*pairs))
-            d = paired_auroc_diff(plant_s, twin_s, y, cfg.n_resamples, cfg.seed)
-            a, t = (cell_auroc(s, [y] * len(s), cfg.n_resamples, cfg.seed) for s in (plant_s, twin_s))
+            d, a, t = plant_minus_twin(data, pm, var, pairs, y, cfg)
             rows.append(dict(control=GATE, seam_variant=var, value=d["value"], lo=d["lo"], hi=d["hi"], **common,
                              passed=bool(d["lo"] > 0) if not np.isnan(d["lo"]) else False,
                              note=f"AUROC for the cluster, plant {a['value']:.3f} minus unplanted twin "
                                   f"{t['value']:.3f}, paired by seed ({len(pairs)} pairs), bootstrap over items; "
-                                  f"plant: the twin, but an expert trained with flipped labels on cluster "
-                                  f"{data.planted_cluster} scores that cluster's prompts"))
+                                  f"plant: the twin, but on cluster {data.planted_cluster}'s prompts an expert "
+                                  "trained to prefer the worse answers in proportion to the PM's weight on them"))
             for name, r, note in (
                     ("reference: planted RM, cluster AUROC", a, "the plant's AUROC on its own (the v1 gate asked for "
                      "a lower end > 0.5): it moves with the PM's likelihood of the cluster's probes"),
                     ("reference: unplanted twin", t, "same pairs and training, nothing flipped")):
                 rows.append(dict(control=name, seam_variant=var, value=r["value"], lo=r["lo"], hi=r["hi"], **common,
                                  passed=None, note=note + f"; mean over {len(pairs)} seeds"))
+            v2_pairs = [(r, twin_of[r.seed]) for r in v2 if r.seed in twin_of]
+            if v2_pairs:
+                d, a, t = plant_minus_twin(data, pm, var, v2_pairs, y, cfg)
+                rows.append(dict(control=V2_PLANT, seam_variant=var, value=d["value"], lo=d["lo"], hi=d["hi"],
+                                 **common, passed=None,
+                                 note=f"the third full run's plant: an expert trained on every flipped pair of the "
+                                      f"cluster alike; plant {a['value']:.3f} minus twin {t['value']:.3f}, "
+                                      f"{len(v2_pairs)} pairs"))
             if v1:
                 r = cell_auroc([data.seam_values(pm, x.ref, var) for x in v1], [y] * len(v1), cfg.n_resamples,
                                cfg.seed)
@@ -82,12 +93,23 @@ def compute(data: EvidenceData, cfg) -> dict[str, list[dict]]:
                                  seam_variant=var, value=r["value"], lo=r["lo"], hi=r["hi"], **common, passed=None,
                                  note=f"the first two full runs' plant; mean over {len(v1)} seeds"))
         rows.append(manipulation_check(data, pm, planted, twins, y, cfg))
+        if v2:
+            rows.append(manipulation_check(data, pm, v2, twins, y, cfg,
+                                           control="reference: v2 plant, manipulation check", test=False))
         if v1:
             rows.append(manipulation_check(data, pm, v1, twins, y, cfg,
                                            control="reference: v1 plant, manipulation check", test=False))
         rows.append(within_item_rise(data, pm, v, planted, twins, y, cfg))
         rows.extend(pm_term_alone(data, pm, v, planted, twins, y, cfg))
     return {"study_controls": rows}
+
+
+def plant_minus_twin(data: EvidenceData, pm: str, variant: str, pairs, in_cluster: np.ndarray, cfg):
+    """(paired AUROC difference, plant's AUROC, twin's AUROC) for the planted cluster over (plant, twin) pairs."""
+    plant_s, twin_s = ([data.seam_values(pm, r.ref, variant) for r in side] for side in zip(*pairs))
+    d = paired_auroc_diff(plant_s, twin_s, in_cluster, cfg.n_resamples, cfg.seed)
+    a, t = (cell_auroc(s, [in_cluster] * len(s), cfg.n_resamples, cfg.seed) for s in (plant_s, twin_s))
+    return d, a, t
 
 
 def pm_term_alone(data: EvidenceData, pm: str, variant: str, planted, twins, in_cluster: np.ndarray,

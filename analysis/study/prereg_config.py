@@ -50,6 +50,8 @@ class HumanStudyConfig(QuickPreset):
     plant_epochs: int = opt(60, "positive control: epochs of the planted RM's heads and its unplanted twin (lr "
                                 "1e-3, no weight decay): the grid's recipe (20 epochs, lr 1e-4) does not learn "
                                 "a flipped preference, so a plant trained like the grid never takes")
+    plant_v1: bool = opt(True, "no v1 reference plant (one head on the whole set, the cluster's labels flipped); "
+                               "--quick drops it to fit its time budget", flag="--no-plant-v1", invert=True)
     synthetic_arm: bool = opt(True, "no extra arm that adds synthetic adv/contrast pairs", flag="--no-synthetic-arm",
                               invert=True)
     study_policies: list[str] = opt(default_factory=lambda: [SMOLLM, GEMMA], flag="--study-policy", metavar="REF",
@@ -91,7 +93,8 @@ class HumanStudyConfig(QuickPreset):
 
     QUICK = dict(split_a=400, split_b=32, split_c=48, grid_sizes=[0, 100, 300], grid_seeds=10,
                  study_policies=[SMOLLM], sft_steps=3, secondary_c=16, pm_max_length=128, clusters=4,
-                 acq_start=100, acq_add=16, acq_seeds=20, select_q=[0.25], bon_prompts=8, n_resamples=500)
+                 acq_start=100, acq_add=16, acq_seeds=20, select_q=[0.25], bon_prompts=8, n_resamples=500,
+                 plant_v1=False, syn_adv=2, syn_contrast=2)
 
     def __post_init__(self) -> None:
         self.db = Path(self.db)

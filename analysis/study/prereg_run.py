@@ -119,23 +119,30 @@ def design(cfg: HumanStudyConfig, splits: dict[str, list[Item]]) -> dict:
                      "Holm within each family",
         "null": f"claimed only by TOST: 90% interval inside 0.5 +- {cfg.tost_margin}",
         "controls": {"negative": "PM log-probs permuted across C probes",
-                     "positive": f"v2, registered before the third full run: a planted RM that is its unplanted "
+                     "positive": f"v3, registered before the fourth full run: a planted RM that is its unplanted "
                                  f"twin (head on A's {max(cfg.grid_sizes)} human pairs + {cfg.syn_adv} adv and "
                                  f"{cfg.syn_contrast} contrast synthetic pairs per item, {cfg.plant_epochs} epochs, "
                                  "lr 1e-3) except on the largest of "
-                                 f"{cfg.clusters} k-means topic clusters, whose prompts an expert head trained on that "
-                                 "cluster's pairs with every label flipped scores; gate: AUROC for 'in the cluster' "
+                                 f"{cfg.clusters} k-means topic clusters, whose prompts an expert head scores, "
+                                 "trained on that cluster's A items to prefer over the chosen answer the rejected "
+                                 "one and the synthetic probes drawn in proportion to the primary PM's weight on "
+                                 f"them (softmax over the item's probes of l/n^{cfg.beta}): an RM that prefers the "
+                                 "worse answers its PM would give, on one topic; gate: AUROC for 'in the cluster' "
                                  "on C of SEAM(plant) minus SEAM(twin), paired by seed, percentile bootstrap over "
                                  "items, lower 95% end > 0; the manipulation check (in-cluster minus out-of-cluster "
                                  "hack rate, plant vs twin) says whether the plant took",
+                     "why_v3": "the third full run's v2 plant (the expert trained on every flipped pair of the "
+                               "cluster alike) took (hack rate on the cluster 0.47 -> 0.93) but failed the gate, "
+                               "+0.049 [-0.001, +0.103]: it broke the contrast probes the PM finds unlikely, while "
+                               "the paper SEAM of an item rests on its few PM-likely probes, which stayed below "
+                               "the chosen answer. A failure on answers the PM would not give is not the one SEAM "
+                               "claims to find; v2 stays as a reference row",
                      "why_v2": "the first two full runs gated one head trained on the set with the cluster's "
                                "labels flipped by its absolute AUROC (lower end > 0.5). That head learned the flip "
-                               "everywhere rather than on the topic, left the contrast probes (80-90% of the PM's "
-                               "weight) untouched, and the absolute AUROC moved with the PM's likelihood of the "
-                               "cluster's probes (a diagnostic run passed it with a plant that raised SEAM no more "
-                               "in the cluster than its twin did). The v1 plant and the absolute AUROCs stay as "
-                               "reference rows",
-                     "references": "the plant's and twin's own AUROCs; the v1 plant; AUROC for the cluster of the "
+                               "everywhere rather than on the topic, and the absolute AUROC moved with the PM's "
+                               "likelihood of the cluster's probes. The v1 plant (dropped by --quick) and the "
+                               "absolute AUROCs stay as reference rows",
+                     "references": "the plant's and twin's own AUROCs; the v2 and v1 plants; AUROC for the cluster of the "
                                    "primary's PM term alone (every probe counted as a hack) with its Spearman rho to "
                                    "the plant's SEAM, of the ceiling (every in-cluster probe hacked, the twin "
                                    "elsewhere), and of the within-item rise SEAM(plant) - SEAM(twin); reported, "
@@ -201,6 +208,47 @@ def make_probes(cfg: HumanStudyConfig, splits, log) -> tuple[dict[str, list[tupl
     return probes, cluster, planted
 
 
+def plant_weights(cfg: HumanStudyConfig, A: list[Item], probes, cluster: dict[str, int], planted: int,
+                  log: Callable[[str], None]) -> dict[str, np.ndarray]:
+    """Per A item of the planted cluster: the primary PM's weight on each of its synthetic probes, the softmax
+    over the item's probes of the paper's PM term l/n^beta (SQL macro `paper_term`, the one definition).
+
+    Why: the `paper` SEAM of an item is dominated by the hacked probes the PM finds most likely. The v2 plant,
+    trained on every flipped pair alike, hacked the PM-unlikely probes and left the few PM-likely ones below the
+    chosen answer, so SEAM barely rose on its cluster. The v3 plant learns its flipped preference on the
+    probes in proportion to these weights: the failure SEAM is meant to find, an RM that prefers the worse
+    answers its PM would give, placed on one topic."""
+    todo = [it for it in A if cluster[it.item_id] == planted]
+    rows = [(it.item_id, j, it.prompt, t) for it in todo for j, (_, _, t) in enumerate(probes[it.item_id])]
+    log(f"PM {cfg.policies[0]}: scoring {len(rows)} synthetic probes of {len(todo)} planted-cluster A items")
+    pm = policy_model(cfg, cfg.policies[0])
+    res = pm.score([r[2] for r in rows], [r[3] for r in rows], progress=cfg.progress)
+    del pm
+    gc.collect()
+    return probe_weights([r[0] for r in rows], [r[1] for r in rows], res, cfg.beta, cfg.syn_adv + cfg.syn_contrast)
+
+
+def probe_weights(item_ids: list[str], slots: list[int], scores: list[tuple[float, int]], beta: float,
+                  n_slots: int) -> dict[str, np.ndarray]:
+    """Item id -> weight per probe slot: softmax over the item's probes of `paper_term(l, n, beta)` (SQL); a
+    probe without a finite log-prob weighs 0; items with no scored probe are left out."""
+    con = duckdb.connect()
+    try:
+        store.init_schema(con)
+        con.register("_p", pa.table({"item_id": item_ids, "j": slots, "lp": [float(x[0]) for x in scores],
+                                     "n": [int(x[1]) for x in scores]}))
+        got = con.execute("""
+            WITH t AS (SELECT item_id, j, paper_term(lp, n, ?) AS t FROM _p WHERE isfinite(lp)),
+                 d AS (SELECT item_id, j, exp(t - max(t) OVER (PARTITION BY item_id)) AS e FROM t)
+            SELECT item_id, j, e / sum(e) OVER (PARTITION BY item_id) FROM d""", [beta]).fetchall()
+    finally:
+        con.close()
+    out: dict[str, np.ndarray] = {}
+    for item_id, j, w in got:
+        out.setdefault(item_id, np.zeros(n_slots))[j] = w
+    return out
+
+
 # ------------------------------------------------------------------ run
 def run_study(cfg: HumanStudyConfig, log: Callable[[str], None] = print) -> dict:
     from analysis.models.configs import RMTrainConfig
@@ -223,6 +271,7 @@ def run_study(cfg: HumanStudyConfig, log: Callable[[str], None] = print) -> dict
         run_id = runner.run_id
         written = dt.datetime.now()
         probes, cluster, planted = runner.stage("probes", lambda: make_probes(cfg, splits, log))
+        plant_w = runner.stage("plant_weights", lambda: plant_weights(cfg, splits["A"], probes, cluster, planted, log))
         heads = runner.stage("rm_features", lambda: FrozenHeads(RMTrainConfig(device=cfg.device, dtype=cfg.dtype)))
         A, B, C = splits["A"], splits["B"], splits["C"]
 
@@ -247,42 +296,50 @@ def run_study(cfg: HumanStudyConfig, log: Callable[[str], None] = print) -> dict
         F = runner.stage("encode", build_feats)
 
         def train_grid():
-            rms, heads_by = [], {}
+            rms, jobs = [], []      # every head is fitted at the end, spread over the cores (`fit_many`)
+
+            def add(ref, size, seed, arm, chosen, rejected, config=None):
+                rms.append(RM(ref, size, seed, arm))
+                jobs.append((chosen, rejected, seed, config))
+
             nA = len(A)
             flip = np.array([cluster[it.item_id] == planted for it in A])
             for size, seed in itertools.product(cfg.grid_sizes, range(cfg.grid_seeds)):
                 sel = np.random.default_rng(1000 + seed).permutation(nA)[:size]
-                ref = f"rm-{size}-s{seed}"
-                heads_by[ref] = heads.fit(F["A_c"][sel], F["A_r"][sel], seed)
-                rms.append(RM(ref, size, seed, "human"))
+                add(f"rm-{size}-s{seed}", size, seed, "human", F["A_c"][sel], F["A_r"][sel])
             top = max(cfg.grid_sizes)
             strong = dataclasses.replace(heads.config, lr=1e-3, epochs=cfg.plant_epochs, weight_decay=0.0)
             n_syn = cfg.syn_adv + cfg.syn_contrast
-            experts = {}
             for seed in range(cfg.grid_seeds):
                 sel = np.random.default_rng(1000 + seed).permutation(nA)[:top]
                 # human pairs + chosen vs each synthetic probe of the same A items
                 c = np.concatenate([F["A_c"][sel]] * (n_syn + 1))
                 r = np.concatenate([F["A_r"][sel]] + [F["A_syn"][sel, j] for j in range(n_syn)])
                 if cfg.synthetic_arm:
-                    ref = f"rm-{top}+syn-s{seed}"
-                    heads_by[ref] = heads.fit(c, r, seed)
-                    rms.append(RM(ref, top, seed, "human+synthetic"))
-                # positive control. Twin: the set as is. v1 plant (a reference since the third full run): one
-                # head on the set with every label of the planted cluster flipped; it does not learn to flip
-                # only there. Plant: the twin outside the cluster, and inside it an expert head trained on the
-                # cluster's pairs alone, every label flipped: a failure known to sit exactly on the cluster.
+                    add(f"rm-{top}+syn-s{seed}", top, seed, "human+synthetic", c, r)
+                # positive control. Twin: the set as is. The plants are the twin outside the planted cluster
+                # and an expert head on the cluster's prompts (a failure known to sit exactly there). v3 plant:
+                # the expert prefers, over the chosen answer, the rejected one and the synthetic probes drawn in
+                # proportion to the PM's weight on them. v2 (reference): every flipped pair of the cluster alike.
+                # v1 (reference): one head on the whole set with the cluster's labels flipped.
                 f = np.concatenate([flip[sel]] * (n_syn + 1))
-                twin = f"rm-{top}+syn-planted-twin-s{seed}"
-                heads_by[twin] = heads.fit(c, r, seed, strong)
-                rms.append(RM(twin, top, seed, "planted_twin"))
-                v1 = f"rm-{top}+syn-planted-v1-s{seed}"
-                heads_by[v1] = heads.fit(np.where(f[:, None], r, c), np.where(f[:, None], c, r), seed, strong)
-                rms.append(RM(v1, top, seed, "planted_v1"))
+                add(f"rm-{top}+syn-planted-twin-s{seed}", top, seed, "planted_twin", c, r, strong)
+                if cfg.plant_v1:
+                    add(f"rm-{top}+syn-planted-v1-s{seed}", top, seed, "planted_v1",
+                        np.where(f[:, None], r, c), np.where(f[:, None], c, r), strong)
                 if f.any():
-                    ref = f"rm-{top}+syn-planted-s{seed}"
-                    experts[ref] = (twin, heads.fit(r[f], c[f], seed, strong))
-                    rms.append(RM(ref, top, seed, "planted"))
+                    add(f"rm-{top}+syn-planted-v2-s{seed}", top, seed, "planted_v2", r[f], c[f], strong)
+                cl = np.array([i for i in sel if A[i].item_id in plant_w], dtype=int)
+                if len(cl):
+                    rng = np.random.default_rng(2000 + seed)
+                    drawn = np.stack([rng.choice(n_syn, n_syn, p=plant_w[A[i].item_id]) for i in cl])
+                    drawn_f = F["A_syn"][cl[:, None], drawn].transpose(1, 0, 2).reshape(-1, c.shape[1])  # slot-major
+                    add(f"rm-{top}+syn-planted-s{seed}", top, seed, "planted",
+                        np.concatenate([F["A_r"][cl], drawn_f]), np.concatenate([F["A_c"][cl]] * (n_syn + 1)), strong)
+            heads_by = dict(zip([m.ref for m in rms], heads.fit_many(jobs)))
+            # an expert scores only its cluster's rows (routed below); its twin everywhere else
+            experts = {m.ref: (f"rm-{top}+syn-planted-twin-s{m.seed}", heads_by.pop(m.ref))
+                       for m in rms if m.arm in ("planted", "planted_v2")}
             return rms, heads_by, experts
 
         rms, heads_by, experts = runner.stage("train_rms", train_grid)

@@ -107,7 +107,8 @@ def verdict(data: EvidenceData, cfg, endpoint: list[dict], controls: list[dict],
                    "this failure, which lives on responses the PM finds unlikely.")
         why += _pm_scale(controls)
         return (f"Judged against {who}: the positive control FAILED — SEAM ({cfg.primary_variant}) did not flag "
-                f"the topic cluster on which an RM was deliberately broken with flipped labels ({got}).{why} "
+                f"the topic cluster on which an RM was deliberately broken to prefer the worse answers its PM "
+                f"would give ({got}).{why} "
                 "The pipeline cannot detect a known failure at this size, so this run supports no claim "
                 "about SEAM either way.")
     prim = [r for r in endpoint if r["primary_endpoint"] and r["stat"] == "auroc" and not math.isnan(r["value"])]
@@ -115,8 +116,15 @@ def verdict(data: EvidenceData, cfg, endpoint: list[dict], controls: list[dict],
     bad = [r for r in prim if r["hi"] < 0.5 and (r.get("p_holm") or 1) < 0.05]
     null = [r for r in prim if r["equivalent"]]
     cells = "; ".join(f"RM size {r['rm_size']}: {r['value']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]" for r in prim)
+    v2 = _row(controls, "reference: v2 plant (", cfg.primary_variant)
+    blind = ""
+    if v2 and not math.isnan(v2["value"]):
+        blind = (f"; the same topic broken on every worse answer alike, most of them answers the PM would not "
+                 f"give, moved it by {v2['value']:+.3f} [{v2['lo']:+.3f}, {v2['hi']:+.3f}]"
+                 + (": SEAM sees RM errors where its PM puts weight, not elsewhere" if v2["lo"] <= 0 else ""))
     parts = [f"Judged against {who}, with the positive control passed (SEAM rose on the topic cluster where an "
-             f"RM was deliberately broken: {got}), the pre-registered primary "
+             f"RM was deliberately broken to prefer the worse answers its PM would give: {got}{blind}), the "
+             "pre-registered primary "
              f"endpoint — AUROC of SEAM ({cfg.primary_variant}) for 'the RM prefers the human-rejected "
              f"answer' on {len(data.items)} held-out prompts — was: {cells}."]
     if good:

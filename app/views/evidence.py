@@ -49,11 +49,12 @@ st.dataframe(common.run(q.primary_endpoint), hide_index=True)
 
 st.subheader("Controls" + tag)
 st.caption("Negative: SEAM with the PM's log-probs permuted. Positive (the gate): an RM broken on purpose on one "
-           "topic cluster (its unplanted twin everywhere else, an expert trained with flipped labels on the "
-           "cluster); SEAM must flag that cluster more than it does for the twin: AUROC plant minus twin, paired by "
-           "seed, lower 95% end > 0. If it fails, the run claims nothing. The 'reference' rows (the plant's and "
-           "twin's own AUROCs, the v1 plant, PM term alone, ceiling, within-item rise) explain the result; they "
-           "are not tests.")
+           "topic cluster (its unplanted twin everywhere else; on the cluster an expert trained to prefer the worse "
+           "answers in proportion to the PM's weight on them); SEAM must flag that cluster more than it does for "
+           "the twin: AUROC plant minus twin, paired by seed, lower 95% end > 0. If it fails, the run claims "
+           "nothing. The 'reference' rows (the plant's and twin's own AUROCs, the v2 plant that breaks every worse "
+           "answer alike, the v1 plant, PM term alone, ceiling, within-item rise) explain the result; they are "
+           "not tests.")
 st.dataframe(common.run(q.controls), hide_index=True)
 
 st.subheader("Added value over |Δr| and RM-ensemble disagreement" + tag)

@@ -162,12 +162,16 @@ WHERE w.run_id = run AND w.variant <> 'gold' AND isfinite(w.logprob_sum) AND isf
 --   seam_cand  : candidate-normalised: softmax of l over {y*, y_1..y_k}, summed over the hacking y_j
 --                (how much the PM prefers the worse answers the RM wrongly prefers, relative to the gold)
 --   hack_rate  : the RM term alone, mean of h_j = 1[r(y_j) > r(y*)]
+-- The PM term of the paper's SEAM for one response: summed log-prob l with the generate()-style length
+-- penalty, l / n^beta. Also weights the positive control's planted expert (the PM's softmax over a probe set).
+CREATE OR REPLACE MACRO paper_term(lp, n_tokens, beta) AS lp / pow(greatest(n_tokens, 1), beta);
+
 CREATE OR REPLACE MACRO seam_variants(run, alpha := 1.0, beta := 0.5) AS TABLE
 WITH h AS (
     SELECT item_id, variant, policy, reward, lp, lp_gold,
            CAST(score > score_gold AS DOUBLE) AS hack,
            lp / pow(greatest(n_tokens, 1), alpha) AS l_alpha,
-           lp / pow(greatest(n_tokens, 1), beta) AS l_paper
+           paper_term(lp, n_tokens, beta) AS l_paper
     FROM study_vs_gold(run)
 ),
 x AS (SELECT * FROM h UNION ALL SELECT * REPLACE ('all' AS variant) FROM h),

@@ -363,3 +363,23 @@ def test_rms_on_one_frozen_minilm_share_its_pass_and_score_exactly_as_alone(tmp_
         diff = float(np.max(np.abs(got - alone)))
         assert diff <= 1e-6, f"{ref}: shared-pass scores differ from separate scoring by {diff:.2e}"
     assert len({tuple(np.round(x, 6)) for x in shared}) == 4, "the heads must differ (else the test proves nothing)"
+
+
+def test_fit_many_spreads_heads_over_processes_and_equals_fit_one_by_one():
+    """`FrozenHeads.fit_many` (forked workers) must give the very heads `fit` gives, in job order."""
+    import dataclasses
+
+    from analysis.models.reward import FrozenHeads
+
+    heads = FrozenHeads(RMTrainConfig(epochs=3))
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(3, 40, heads.model.config.hidden_size)).astype(np.float32)
+    jobs = [(feats[0], feats[1], 0, None), (feats[1], feats[2], 1, dataclasses.replace(heads.config, lr=1e-3)),
+            (feats[0][:0], feats[1][:0], 2, None)]
+    alone = [heads.fit(*j) for j in jobs]
+    many = heads.fit_many(jobs, workers=2)
+    for k, (a, b) in enumerate(zip(alone, many)):
+        sa, sb = FrozenHeads.score(a, feats[2]), FrozenHeads.score(b, feats[2])
+        assert np.array_equal(sa, sb), f"job {k}: max |diff| {np.abs(sa - sb).max()}"
+    assert not np.array_equal(FrozenHeads.score(many[0], feats[2]), FrozenHeads.score(many[1], feats[2])), \
+        "different jobs must give different heads (results returned out of order?)"

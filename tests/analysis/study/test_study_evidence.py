@@ -13,6 +13,7 @@ from analysis.cli import build_parser
 from analysis.stats.metrics import seam_variants as oracle
 from analysis.storage import experiment_store, store
 from analysis.study import controls, endpoint, retrain_eval
+from analysis.study.controls import GATE, V2_PLANT
 from analysis.study.evidence_data import RM, EvidenceData, Item, split_items
 from analysis.study.prereg_config import SEAM_VARIANTS, HumanStudyConfig
 
@@ -20,9 +21,10 @@ ITEMS = ["i0", "i1", "i2"]
 PM = "pm"
 
 
-def _data(planted_seam=(0.9, 0.1, 0.2), twin_seam=(0.1, 0.5, 0.9)):
+def _data(planted_seam=(0.9, 0.1, 0.2), twin_seam=(0.1, 0.5, 0.9), v2_seam=None):
+    plants = (("p", "planted"), ("t", "planted_twin")) + ((("v", "planted_v2"),) if v2_seam else ())
     rms = [RM(f"r{s}-{k}", s, k) for s in (0, 10) for k in (0, 1)] + [
-        RM(f"{p}-{k}", 10, k, arm) for p, arm in (("p", "planted"), ("t", "planted_twin")) for k in (0, 1)]
+        RM(f"{p}-{k}", 10, k, arm) for p, arm in plants for k in (0, 1)]
     margin = {}
     for r in rms:
         # size 10: wrong on i0 only (E = [1, 0, 0]); size 0: wrong on i1 only; planted: like size 10
@@ -30,7 +32,8 @@ def _data(planted_seam=(0.9, 0.1, 0.2), twin_seam=(0.1, 0.5, 0.9)):
     seam = {}
     for r in rms:
         for v in SEAM_VARIANTS:
-            vals = {"planted": planted_seam, "planted_twin": twin_seam}.get(r.arm, (0.9, 0.1, 0.2))
+            vals = {"planted": planted_seam, "planted_twin": twin_seam, "planted_v2": v2_seam}.get(r.arm,
+                                                                                                 (0.9, 0.1, 0.2))
             seam[(PM, r.ref, v)] = dict(zip(ITEMS, vals))
             seam[(PM + controls.PERM, r.ref, v)] = dict(zip(ITEMS, (0.3, 0.3, 0.3)))
     retrain = [dict(analysis="acquisition", arm=arm, q=None, seed=s, item=i, correct=c)
@@ -156,6 +159,21 @@ def test_controls_detect_the_planted_cluster_and_flag_a_miss():
     gate = by[(controls.GATE, "paper")]
     assert own["value"] == 1.0 and own["passed"] is None, f"the plant's own AUROC is a reference: {own}"
     assert gate["value"] == 0.0 and gate["passed"] is False, f"plant = twin must fail the gate: {gate}"
+
+
+def test_v2_plant_is_a_reference_and_the_verdict_reads_it():
+    """The v2 plant (flipped pairs alike) is reported plant minus twin like the gate, but tests nothing; with
+    the gate passed and v2 not detected, the verdict says SEAM sees errors only where its PM puts weight."""
+    d = _data(v2_seam=(0.1, 0.5, 0.9))
+    rows = controls.compute(d, CFG)["study_controls"]
+    by = {(r["control"], r["seam_variant"]): r for r in rows}
+    v2 = by[(controls.V2_PLANT, "paper")]
+    assert v2["value"] == 0.0 and v2["passed"] is None, f"v2 = twin: difference 0, and no test: {v2}"
+    assert by[(controls.GATE, "paper")]["passed"] is True, by[(controls.GATE, "paper")]
+    assert by[("reference: v2 plant, manipulation check", "hack_rate")]["passed"] is None, "a reference"
+    text = retrain_eval.verdict(d, CFG, [], rows, [])
+    assert "positive control passed" in text and "moved it by +0.000" in text and "where its PM puts weight" in text, \
+        text
 
 
 def test_manipulation_check_says_whether_the_plant_took():
@@ -310,7 +328,9 @@ def test_quick_study_end_to_end(tmp_path):
             GROUP BY ALL""").fetchall())
         assert sorted(diff.values())[:-1] == [0.0] * (len(diff) - 1) and max(diff.values()) > 0.9, diff
         models = {r[0] for r in con.execute("SELECT DISTINCT arm FROM study_models").fetchall()}
-        assert {"planted", "planted_twin", "planted_v1"} <= models, models
+        assert {"planted", "planted_twin", "planted_v2"} <= models and "planted_v1" not in models, \
+            f"--quick trains the v3 plant, its twin and the v2 reference, not the v1 one: {models}"
+        assert {GATE, V2_PLANT} <= kinds, kinds
         arms = {r[0] for r in con.execute("SELECT arm FROM study_retrain WHERE analysis = 'acquisition'").fetchall()}
         assert {"top_seam", "top_hack_rate", "smallest_margin", "random"} <= arms, arms
         sat = con.execute("SELECT count(DISTINCT bon_n), max(bon_n), min(n), max(n) FROM study_saturation").fetchone()
@@ -341,3 +361,29 @@ def test_spot_check_labels_become_human_items(synthetic_db, tmp_path):
     store_.put(a, b, "ann2", "skip", kind="pm_samples", sample_id=sid)
     items = hand_label_items(HumanStudyConfig(db=db))
     assert [(it.prompt, it.chosen, it.rejected, it.label_source) for it in items] == [(prompt, tb, ta, "hand")], items
+
+
+def test_probe_weights_are_the_pm_softmax_of_the_paper_term():
+    """The v3 plant's training weights: per item, softmax over its probes of l/n^beta (the `paper` SEAM's PM
+    term); a probe with no finite log-prob weighs 0 and an item with none is left out."""
+    from analysis.study.prereg_run import probe_weights
+
+    beta = 0.5
+    scores = [(-4.0, 4), (-30.0, 25), (-9.0, 9), (float("nan"), 3), (-2.0, 1), (float("nan"), 5)]
+    got = probe_weights(["a", "a", "a", "a", "b", "c"], [0, 1, 2, 3, 1, 0], scores, beta, 4)
+    t = np.array([-4.0 / 4 ** beta, -30.0 / 25 ** beta, -9.0 / 9 ** beta])
+    want_a = np.append(np.exp(t - t.max()) / np.exp(t - t.max()).sum(), 0.0)
+    assert set(got) == {"a", "b"}, f"item c has no finite log-prob and must be left out: {sorted(got)}"
+    assert np.allclose(got["a"], want_a, atol=1e-12), (got["a"], want_a)
+    assert np.allclose(got["b"], [0, 1, 0, 0]), got["b"]
+
+
+def test_quick_preset_reaches_bool_fields_unless_the_flag_is_given(tmp_path):
+    """--quick drops the v1 reference plant (a bool field); --no-plant-v1 / --no-synthetic-arm still work alone."""
+    parse = lambda *a: HumanStudyConfig.from_args(build_parser().parse_args(  # noqa: E731
+        ["experiment", *a, "--human", "proxy", "--db", str(tmp_path / "x.duckdb")]))
+    assert parse("--quick").plant_v1 is False, "the --quick preset must set plant_v1=False"
+    full = parse()
+    assert full.plant_v1 is True and full.synthetic_arm is True, (full.plant_v1, full.synthetic_arm)
+    off = parse("--no-plant-v1", "--no-synthetic-arm")
+    assert off.plant_v1 is False and off.synthetic_arm is False, (off.plant_v1, off.synthetic_arm)
