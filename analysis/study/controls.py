@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.study.endpoint import cell_auroc, paired_auroc_diff
+from analysis.study.endpoint import cell_auroc, item_bootstrap, paired_auroc_diff
 from analysis.study.evidence_data import EvidenceData
 
 PERM = "~perm"
@@ -99,7 +99,7 @@ def compute(data: EvidenceData, cfg) -> dict[str, list[dict]]:
         if v1:
             rows.append(manipulation_check(data, pm, v1, twins, y, cfg,
                                            control="reference: v1 plant, manipulation check", test=False))
-        rows.append(within_item_rise(data, pm, v, planted, twins, y, cfg))
+        rows.append(within_item_rise(data, pm, v, pairs, y, cfg))
         rows.extend(pm_term_alone(data, pm, v, planted, twins, y, cfg))
     return {"study_controls": rows}
 
@@ -145,22 +145,21 @@ def pm_term_alone(data: EvidenceData, pm: str, variant: str, planted, twins, in_
     return rows
 
 
-def within_item_rise(data: EvidenceData, pm: str, variant: str, planted, twins, in_cluster: np.ndarray, cfg) -> dict:
-    """AUROC for the planted cluster of SEAM(plant) - SEAM(twin) per item, paired by seed, mean over pairs.
-    Both RMs read the same PM weights, so the item's PM scale cancels (in log space exactly: the log ratio of the
-    PM mass the two RMs get wrong). No probe hacked by either RM: no rise (0); by one of them: +-BEYOND."""
-    twin = {r.seed: r for r in twins}
+def within_item_rise(data: EvidenceData, pm: str, variant: str, pairs, in_cluster: np.ndarray, cfg) -> dict:
+    """AUROC for the planted cluster of SEAM(plant) - SEAM(twin) per item over the (plant, twin) pairs of one
+    seed each, mean over pairs. Both RMs read the same PM weights, so the item's PM scale cancels (in log space
+    exactly: the log ratio of the PM mass the two RMs get wrong). No probe hacked by either RM: no rise (0); by
+    one of them: +-BEYOND."""
     diffs = []
-    for r in planted:
-        if r.seed in twin:
-            a, b = data.seam_values(pm, r.ref, variant), data.seam_values(pm, twin[r.seed].ref, variant)
-            with np.errstate(invalid="ignore"):
-                d = a - b
-            d[np.isneginf(a) & np.isneginf(b)] = 0.0
-            diffs.append(np.clip(d, -BEYOND, BEYOND))  # one RM hacks no probe: beyond any finite rise
+    for plant, twin in pairs:
+        a, b = data.seam_values(pm, plant.ref, variant), data.seam_values(pm, twin.ref, variant)
+        with np.errstate(invalid="ignore"):
+            d = a - b
+        d[np.isneginf(a) & np.isneginf(b)] = 0.0
+        diffs.append(np.clip(d, -BEYOND, BEYOND))  # one RM hacks no probe: beyond any finite rise
     rise = np.mean(diffs, axis=0) if diffs else np.full(len(in_cluster), np.nan)
     a = cell_auroc([rise], [in_cluster], cfg.n_resamples, cfg.seed)
-    return dict(control="reference: within-item rise, plant minus twin", policy=pm, rm_size=planted[0].size,
+    return dict(control="reference: within-item rise, plant minus twin", policy=pm, rm_size=pairs[0][0].size,
                 seam_variant=variant, value=a["value"], lo=a["lo"], hi=a["hi"], n=len(in_cluster),
                 positives=int(in_cluster.sum()), passed=None,
                 note=f"SEAM(plant) - SEAM(twin) per item, {len(diffs)} seed pairs: does SEAM rise where the RM "
@@ -177,18 +176,15 @@ def manipulation_check(data: EvidenceData, pm: str, planted, twins, in_cluster: 
         y = in_cluster[idx]
         return float(np.mean([np.nanmean(h[idx][y == 1]) - np.nanmean(h[idx][y == 0]) for h in hs]))
 
-    everything = np.arange(len(in_cluster))
-    value = gap(plant_h, everything) - gap(twin_h, everything)
-    rng = np.random.default_rng(cfg.seed)
-    boots = []
-    for _ in range(cfg.n_resamples):
-        idx = rng.integers(0, len(in_cluster), len(in_cluster))
-        if 0 < in_cluster[idx].sum() < len(idx):
-            boots.append(gap(plant_h, idx) - gap(twin_h, idx))
-    lo, hi = (np.quantile(boots, [0.025, 0.975]) if boots else (np.nan, np.nan))
+    def rise(idx):  # NaN: a resample with one side of the cluster only
+        return gap(plant_h, idx) - gap(twin_h, idx) if 0 < in_cluster[idx].sum() < len(idx) else np.nan
+
+    value = rise(np.arange(len(in_cluster)))
+    boots = item_bootstrap(rise, len(in_cluster), cfg.n_resamples, cfg.seed)
+    lo, hi = (np.quantile(boots, [0.025, 0.975]) if len(boots) else (np.nan, np.nan))
     return dict(control=control, policy=pm, rm_size=planted[0].size,
                 seam_variant="hack_rate", value=value, lo=float(lo), hi=float(hi), n=len(in_cluster),
                 positives=int(in_cluster.sum()),
-                passed=(bool(lo > 0) if boots else None) if test else None,
+                passed=(bool(lo > 0) if len(boots) else None) if test else None,
                 note="hack rate in minus out of the planted cluster, plant minus twin (0: the plant left no "
                      "failure for SEAM to find)")

@@ -14,6 +14,7 @@ A cell's n counts the C items with a SEAM value (secondary PMs may score only a 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 from scipy import stats
@@ -34,20 +35,30 @@ def _auc(s: np.ndarray, y: np.ndarray) -> float:
     return float((r[y].sum() - npos * (npos + 1) / 2) / (npos * (len(y) - npos)))
 
 
+def item_bootstrap(stat: Callable[[np.ndarray], float], n: int, n_resamples: int, seed: int = 0) -> np.ndarray:
+    """Replicates of stat(item indices) over resamples of n items with replacement. One resample is shared by
+    everything `stat` compares (a cell's seeds, a plant and its twin), so what they share cancels; NaN
+    replicates (degenerate resamples, e.g. one class only) are dropped."""
+    rng = np.random.default_rng(seed)
+    reps = (stat(rng.integers(0, n, n)) for _ in range(n_resamples))
+    return np.array([r for r in reps if not math.isnan(r)])
+
+
+def _mean(vals: list[float]) -> float:
+    """Mean of the non-NaN values; NaN when there are none."""
+    return math.nan if all(math.isnan(v) for v in vals) else float(np.nanmean(vals))
+
+
 def cell_auroc(scores: list[np.ndarray], labels: list[np.ndarray], n_resamples: int, seed: int = 0) -> dict:
     """Mean AUROC over the cell's RMs; bootstrap over items (shared by the RMs); 95% and 90% intervals,
     two-sided bootstrap p for AUROC = 0.5."""
     n = len(labels[0]) if labels else 0
-    value = float(np.nanmean([_auc(s, y) for s, y in zip(scores, labels)])) if n else math.nan
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(n_resamples):
-        idx = rng.integers(0, n, n)
-        vals = [_auc(s[idx], y[idx]) for s, y in zip(scores, labels)]
-        if not all(math.isnan(v) for v in vals):
-            boots.append(np.nanmean(vals))
-    b = np.asarray(boots)
-    if not len(b) or math.isnan(value):
+    value = _mean([_auc(s, y) for s, y in zip(scores, labels)]) if n else math.nan
+    if math.isnan(value):
+        return dict(value=math.nan, lo=math.nan, hi=math.nan, lo90=math.nan, hi90=math.nan, p=math.nan)
+    b = item_bootstrap(lambda idx: _mean([_auc(s[idx], y[idx]) for s, y in zip(scores, labels)]), n, n_resamples,
+                       seed)
+    if not len(b):
         return dict(value=math.nan, lo=math.nan, hi=math.nan, lo90=math.nan, hi90=math.nan, p=math.nan)
     p = min(1.0, 2 * min((b <= 0.5).mean(), (b >= 0.5).mean()) + 1 / (len(b) + 1))
     return dict(value=value, lo=float(np.quantile(b, 0.025)), hi=float(np.quantile(b, 0.975)),
@@ -58,17 +69,13 @@ def paired_auroc_diff(a: list[np.ndarray], b: list[np.ndarray], labels: np.ndarr
                       seed: int = 0) -> dict:
     """Mean over pairs of AUROC(a_i) - AUROC(b_i) for the same labels, with a percentile bootstrap over items
     (one resample of items shared by every pair and both sides, so what the two sides share cancels)."""
+    def diff(idx):
+        return _mean([_auc(x[idx], labels[idx]) - _auc(z[idx], labels[idx]) for x, z in zip(a, b)])
+
     n = len(labels)
-    diff = [_auc(x, labels) - _auc(z, labels) for x, z in zip(a, b)]
-    value = float(np.nanmean(diff)) if diff and n and not all(math.isnan(d) for d in diff) else math.nan
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(n_resamples if not math.isnan(value) else 0):
-        idx = rng.integers(0, n, n)
-        d = [_auc(x[idx], labels[idx]) - _auc(z[idx], labels[idx]) for x, z in zip(a, b)]
-        if not all(math.isnan(v) for v in d):
-            boots.append(np.nanmean(d))
-    if not boots:
+    value = diff(np.arange(n)) if a and n else math.nan
+    boots = item_bootstrap(diff, n, n_resamples, seed) if not math.isnan(value) else []
+    if not len(boots):
         return dict(value=math.nan, lo=math.nan, hi=math.nan)
     return dict(value=value, lo=float(np.quantile(boots, 0.025)), hi=float(np.quantile(boots, 0.975)))
 
