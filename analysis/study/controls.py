@@ -133,7 +133,7 @@ def pm_term_alone(data: EvidenceData, pm: str, variant: str, planted, twins, in_
     plant = np.mean([data.seam_values(pm, r.ref, variant) for r in planted], axis=0)
     ok = ~np.isnan(term) & ~np.isnan(plant)
     rho = float(spearmanr(plant[ok], term[ok]).statistic) if ok.sum() > 2 else float("nan")
-    rows = [dict(control="reference: PM term alone", value=a["value"], lo=a["lo"], hi=a["hi"], **common,
+    rows = [dict(control="reference: PM term alone", value=a["value"], lo=a["lo"], hi=a["hi"], **common, rho=rho,
                  note=f"{variant} with every probe counted as a hack (no RM); Spearman rho with the plant's "
                       f"{variant} SEAM over items {rho:.2f}")]
     if twins:

@@ -64,9 +64,8 @@ def _pm_scale(controls: list[dict]) -> str:
     r = _row(controls, "reference: within-item rise")
     out = ""
     if term and not math.isnan(term["value"]):
-        rho = term["note"].rsplit(" ", 1)[-1]
         out += (f" Its PM term alone, with no RM at all, gives the cluster AUROC {term['value']:.2f} "
-                f"[{term['lo']:.2f}, {term['hi']:.2f}] (Spearman rho with the plant's SEAM {rho}): the PM's "
+                f"[{term['lo']:.2f}, {term['hi']:.2f}] (Spearman rho with the plant's SEAM {term['rho']:.2f}): the PM's "
                 "likelihood of each prompt's probes, not the RM's failure, orders the items.")
     if c and not math.isnan(c["value"]):
         out += (f" Even the strongest possible plant, every probe of every cluster item hacked, would reach AUROC "

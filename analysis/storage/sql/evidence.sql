@@ -37,11 +37,12 @@ CREATE OR REPLACE TABLE study_endpoint (
     primary_endpoint BOOLEAN, note VARCHAR
 );
 
--- Negative (permuted PM weights) and positive (planted label flip on one topic cluster) controls.
+-- Negative (permuted PM weights) and positive (an RM broken on purpose on one topic cluster) controls, with
+-- their reference rows (passed NULL); rho: Spearman correlation of the PM term alone with the plant's SEAM.
 CREATE OR REPLACE TABLE study_controls (
     run_id VARCHAR, control VARCHAR, policy VARCHAR, rm_size INTEGER, seam_variant VARCHAR,
     value DOUBLE, lo DOUBLE, hi DOUBLE, n INTEGER, positives INTEGER,
-    passed BOOLEAN, note VARCHAR
+    passed BOOLEAN, note VARCHAR, rho DOUBLE
 );
 
 -- Power, printed before running: n per cell and the minimum detectable effect of each comparison.
