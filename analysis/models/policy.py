@@ -17,6 +17,8 @@ computes the same numbers faster (benchmarks/bench_pm_scoring.py) by
 
 Prompts longer than `max_length - n(y)` are left-truncated and the number of dropped prompt tokens is reported
 (`score_detailed`), never hidden; a response that alone does not fit gets a NaN log-prob rather than a wrong one.
+With `shared_context` the cut is made once per prompt, for its longest response: every response of a prompt is
+then conditioned on the same tokens (what a comparison of them needs) and the prompt still runs once.
 """
 
 from __future__ import annotations
@@ -65,6 +67,10 @@ class PolicyConfig:
     token_budget: int = 4096
     attn_implementation: str = "sdpa"
     share_prompt_cache: bool = True  # False: one flat padded sequence per pair (fallback / benchmark control)
+    # True: a prompt that must be cut is cut once, to fit its longest (scorable) response, so all its responses
+    # are conditioned on the same tokens and share one prompt pass. False: each pair keeps as much prompt as fits
+    # itself, so a long prompt splits into one context (and one prompt pass) per response length.
+    shared_context: bool = False
 
 
 class Generation(NamedTuple):
@@ -370,18 +376,23 @@ class PolicyModel:
         bos = self.tokenizer.bos_token_id
         results: list[ScoreResult | None] = [None] * len(prompts)
         encoded: dict[str, list[int]] = {}
-        groups: dict[tuple[int, ...], list[_Pair]] = {}
+        scorable: list[tuple[int, str, list[int]]] = []
+        longest: dict[str, int] = {}  # per prompt: its longest scorable response (the shared-context window)
         for i, (prompt, response) in enumerate(zip(prompts, responses)):
             if prompt not in encoded:
                 encoded[prompt] = self.encode_prompt(prompt)
-            prompt_ids = encoded[prompt]
             response_ids = encode_response(self.tokenizer, response, self.eos_id)
             if len(response_ids) >= max_length:
                 log.warning("pair %d: response of %d tokens does not fit max_length=%d; log-prob left NaN",
                             i, len(response_ids), max_length)
-                results[i] = ScoreResult(math.nan, len(response_ids), 0, len(prompt_ids))
+                results[i] = ScoreResult(math.nan, len(response_ids), 0, len(encoded[prompt]))
                 continue
-            ids, dropped = truncate_prompt(prompt_ids, len(response_ids), max_length, bos)
+            scorable.append((i, prompt, response_ids))
+            longest[prompt] = max(longest.get(prompt, 0), len(response_ids))
+        groups: dict[tuple[int, ...], list[_Pair]] = {}
+        for i, prompt, response_ids in scorable:
+            fit = longest[prompt] if self.config.shared_context else len(response_ids)
+            ids, dropped = truncate_prompt(encoded[prompt], fit, max_length, bos)
             groups.setdefault(tuple(ids), []).append(_Pair(i, response_ids, dropped))
         self.last_truncated = sum(p.dropped > 0 for g in groups.values() for p in g)
         if self.last_truncated:

@@ -65,7 +65,8 @@ class HumanStudyConfig(QuickPreset):
     alpha: float = opt(1.0, "variant alpha: length normalisation of today's SEAM")
     beta: float = opt(0.5, "variant paper: generate()-style length penalty l/n^beta on the summed log-prob")
     primary_variant: str = opt("paper", f"pre-registered primary SEAM variant ({', '.join(SEAM_VARIANTS)})")
-    pm_max_length: int = opt(192, "PM tokens per (prompt, response); long prompts are cut on the left")
+    pm_max_length: int = opt(256, "PM tokens per (prompt, response); a long prompt is cut on the left once, to "
+                                  "fit its longest response, so all of an item's responses share one context")
     # inference and controls
     tost_margin: float = opt(0.05, "equivalence margin of AUROC around 0.5")
     clusters: int = opt(6, "topic clusters of prompts (the positive control flips one)")
@@ -92,7 +93,7 @@ class HumanStudyConfig(QuickPreset):
     n_resamples: int = opt(2000, cli=False)
 
     QUICK = dict(split_a=400, split_b=32, split_c=48, grid_sizes=[0, 100, 300], grid_seeds=10,
-                 study_policies=[SMOLLM], sft_steps=3, secondary_c=16, pm_max_length=128, clusters=4,
+                 study_policies=[SMOLLM], sft_steps=3, secondary_c=16, pm_max_length=192, clusters=4,
                  acq_start=100, acq_add=16, acq_seeds=20, select_q=[0.25], bon_prompts=8, n_resamples=500,
                  plant_v1=False, syn_adv=2, syn_contrast=2)
 

@@ -491,10 +491,14 @@ def pair_rows(rows) -> tuple[dict[str, int], dict[str, int]]:
 
 
 def policy_model(cfg: HumanStudyConfig, ref: str):
+    """The study's PM. `shared_context`: SEAM compares an item's responses with each other (the candidate-
+    normalised variant takes a softmax over them), so they must be conditioned on the same prompt tokens; it also
+    keeps one prompt pass per item (with per-response cuts ~40% of HH prompts split into ~17 contexts)."""
     from analysis.models.policy import PolicyConfig, PolicyModel
 
     return PolicyModel(ref, models_dir=cfg.models_dir,
-                       config=PolicyConfig(device=cfg.device, dtype=cfg.dtype, max_length=cfg.pm_max_length))
+                       config=PolicyConfig(device=cfg.device, dtype=cfg.dtype, max_length=cfg.pm_max_length,
+                                           shared_context=True))
 
 
 def acquisition_selection(cfg, heads, F, A, B, C, pm_lp, run_id, log) -> list[dict]:

@@ -133,9 +133,16 @@ def verdict(data: EvidenceData, cfg, endpoint: list[dict], controls: list[dict],
         parts.append(f"It was significantly WORSE than chance in {len(bad)} cell(s).")
     if null:
         parts.append(f"In {len(null)} cell(s) SEAM was shown equivalent to chance (TOST ±{cfg.tost_margin}).")
+    above = [r for r in prim if r["lo"] > 0.5 and r not in good]
     if not good and not bad:
-        parts.append("There is no evidence that SEAM predicts where the RM disagrees with humans"
-                     + ("" if null else "; the intervals are too wide to conclude it does not (no equivalence)") + ".")
+        lead = "There is no evidence that SEAM predicts where the RM disagrees with humans"
+        if above:   # the interval says one thing, the corrected test another: say both
+            lead = (f"In {len(above)} of {len(prim)} cells the 95% interval lies above 0.5, but none survives Holm "
+                    f"correction over the run's AUROC tests (smallest corrected p "
+                    f"{min(r.get('p_holm') or 1 for r in above):.2g}): no corrected evidence that SEAM predicts "
+                    "where the RM disagrees with humans")
+        parts.append(lead + ("" if null or above else "; the intervals are too wide to conclude it does not (no "
+                                                     "equivalence)") + ".")
     lrt = [r for r in endpoint if r["primary_endpoint"] is False and r["stat"] == "lrt_vs_margin"
            and r["policy"] == data.primary_pm and r["seam_variant"] == cfg.primary_variant]
     sig = [r for r in lrt if r.get("p_holm") is not None and not math.isnan(r["p_holm"]) and r["p_holm"] < 0.05]

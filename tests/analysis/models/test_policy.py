@@ -20,6 +20,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
 from analysis.models.resolve import BUILTINS, _fetch_wheel, resolve_model, weights_sha256
 from analysis.models.policy import (
@@ -29,6 +30,7 @@ from analysis.models.policy import (
     PolicyModel,
     _wrap,
     encode_prompt,
+    encode_response,
     pack_by_length,
     reference_logprob,
     truncate_prompt,
@@ -210,6 +212,35 @@ def test_truncation_is_flagged_never_silent(smol):
     assert res[1].truncated_prompt_tokens == 0 and math.isfinite(res[1].logprob)
     assert math.isnan(res[2].logprob) and res[2].n_tokens > 40  # response alone does not fit: NaN, not a guess
     assert smol.last_truncated == 1
+
+
+@pytest.mark.slow
+def test_shared_context_cuts_a_long_prompt_once_for_all_its_responses(smol):
+    """`shared_context`: one cut per prompt, sized for its longest response; each log-prob equals the oracle on
+    that common context, so the responses of a prompt are comparable (and share one prompt pass)."""
+    long_prompt = "Please summarise the following. " + "The quick brown fox jumps over the lazy dog. " * 10
+    responses = ["A fox jumped.", "The fox jumped over a dog that was lazy, quickly.", "Fox.", "word " * 60]
+    smol.config.max_length, old = 48, smol.config.max_length
+    smol.config.shared_context = True
+    try:
+        res = smol.score_detailed([long_prompt] * 4, responses, progress=False)
+        mode = smol.last_mode
+    finally:
+        smol.config.max_length, smol.config.shared_context = old, False
+    ok = res[:3]
+    assert math.isnan(res[3].logprob), "a response that alone does not fit stays NaN and does not size the cut"
+    assert len({r.prompt_tokens for r in ok}) == 1, f"one common context expected: {[r.prompt_tokens for r in ok]}"
+    assert max(r.prompt_tokens + r.n_tokens for r in ok) == 48, [(r.prompt_tokens, r.n_tokens) for r in ok]
+    assert mode == "shared", mode
+    ids = encode_prompt(smol.tokenizer, smol.format_prompt(long_prompt))
+    kept, _ = truncate_prompt(ids, max(r.n_tokens for r in ok), 48, smol.tokenizer.bos_token_id)
+    for r, y in zip(ok, responses):  # the oracle's computation, on the common context's ids
+        resp = encode_response(smol.tokenizer, y, smol.eos_id)
+        seq = torch.tensor([kept + resp])
+        with torch.inference_mode():
+            logprobs = torch.log_softmax(smol.model(input_ids=seq).logits[0].float(), dim=-1)
+        want = float(logprobs[len(kept) - 1:-1].gather(1, seq[0, len(kept):, None]).double().sum())
+        assert len(resp) == r.n_tokens and abs(want - r.logprob) < TOL, (y, want, r.logprob)
 
 
 @pytest.mark.slow

@@ -131,6 +131,17 @@ def test_secondary_pm_cells_count_only_their_scored_items():
     assert ns == {12}, f"a secondary PM scored on 12 of 40 items must report n = 12, got {ns}"
 
 
+def test_cell_auroc_p_is_not_floored_by_the_resample_count():
+    rng = np.random.default_rng(0)
+    y = rng.random(300) < 0.35
+    strong, null = y + rng.normal(0, 0.8, 300), rng.normal(0, 1, 300)
+    a = endpoint.cell_auroc([strong], [y], n_resamples=200, seed=0)
+    z = endpoint.cell_auroc([null], [y], n_resamples=200, seed=0)
+    assert a["lo"] > 0.5 and a["p"] < 1 / 201 / 40, (f"a clear effect must survive Holm over 40 tests even at "
+                                                      f"200 resamples: AUROC {a['value']:.3f}, p = {a['p']:.2g}")
+    assert z["p"] > 0.05 and z["lo"] < 0.5 < z["hi"], f"no effect must not be significant: {z}"
+
+
 def test_holm():
     assert endpoint.holm([0.01, 0.04, 0.03, math.nan])[:3] == pytest.approx([0.03, 0.06, 0.06])
 
