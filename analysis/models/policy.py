@@ -217,13 +217,19 @@ def reference_logprob(model: Any, tokenizer: Any, formatted_prompt: str, respons
     """
     prompt_ids = encode_prompt(tokenizer, formatted_prompt)
     response_ids = encode_response(tokenizer, response, eos_token_id(tokenizer, model))
-    ids = torch.tensor([prompt_ids + response_ids], device=next(model.parameters()).device)
+    return reference_logprob_ids(model, prompt_ids, response_ids), len(response_ids)
+
+
+@torch.inference_mode()
+def reference_logprob_ids(model: Any, prompt_ids: Sequence[int], response_ids: Sequence[int]) -> float:
+    """`reference_logprob` on given ids: the oracle for a context `score` cut itself (e.g. `shared_context`)."""
+    ids = torch.tensor([list(prompt_ids) + list(response_ids)], device=next(model.parameters()).device)
     logits = model(input_ids=ids).logits[0].float()
     logprobs = torch.log_softmax(logits, dim=-1)
     p = len(prompt_ids)
     targets = ids[0, p:]
     picked = logprobs[p - 1:-1].gather(1, targets[:, None]).squeeze(1)
-    return float(picked.double().sum()), len(response_ids)
+    return float(picked.double().sum())
 
 
 # ----------------------------------------------------------------------------------------------------------------

